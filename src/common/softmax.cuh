@@ -1,0 +1,105 @@
+// Online softmax over register fragments in the m16n8 accumulator layout of mma.sync
+// (also the per-warp layout of SM90 WGMMA accumulators):
+//   acc[mt][nt][i], i in 0..3: row = 16*mt + lane/4 + 8*(i/2), col = 8*nt + 2*(lane%4) + i%2.
+// Each thread owns two rows per m-tile; the four threads of a quad (lane/4 equal) share them,
+// so row reductions are two xor-shuffles.
+//
+// Numerics: scores are kept in their own units s; probabilities are exp2(s*c - m*c) with
+// c = score_scale*log2(e) folded into one FFMA. A row whose running max is -inf (nothing
+// visible yet) uses 0 as its offset so that -inf - -inf never appears: its p are exp2(-inf) = 0.
+// A row that ends with sum 0 gets O = 0 and LSE = -inf.
+#pragma once
+
+#include <cmath>
+
+namespace ioattn {
+
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <int kMT>
+struct OnlineSoftmax {
+  static constexpr int kRows = 2 * kMT;  // rows owned by one thread
+  float row_max[kRows];                  // running max of s, -inf while nothing is visible
+  float row_sum[kRows];                  // this thread's partial sum of p (quad-reduced at the end)
+  float scale_log2;
+
+  __device__ explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
+    }
+  }
+
+  // s (kMT, kNT, 4) holds one key block of scores (masked entries -inf); on return it holds
+  // p = exp2(s*c - m*c), and o (kMT, kDT, 4) has been rescaled to the new running max.
+  template <int kNT, int kDT>
+  __device__ __forceinline__ void update(float (&s)[kMT][kNT][4], float (&o)[kMT][kDT][4]) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = 2 * mt + h;
+        float m = row_max[r];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          m = fmaxf(m, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+        }
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        const float m_scaled = m == -INFINITY ? 0.f : m * scale_log2;
+        // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
+        const float correction = exp2_approx(row_max[r] * scale_log2 - m_scaled);
+        row_max[r] = m;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = exp2_approx(fmaf(s[mt][nt][2 * h + e], scale_log2, -m_scaled));
+            s[mt][nt][2 * h + e] = p;
+            sum += p;
+          }
+        }
+        row_sum[r] = fmaf(row_sum[r], correction, sum);
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          o[mt][dt][2 * h] *= correction;
+          o[mt][dt][2 * h + 1] *= correction;
+        }
+      }
+    }
+  }
+
+  // Normalizes o by the row sums and returns the natural-log LSE of each owned row:
+  // lse = max * score_scale + log(sum), or -inf (and o = 0) for a row that saw no key.
+  template <int kDT>
+  __device__ __forceinline__ void finalize(float (&o)[kMT][kDT][4], float (&lse)[kRows]) {
+    constexpr float kLn2 = 0.6931471805599453f;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = 2 * mt + h;
+        float sum = row_sum[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const bool empty = !(sum > 0.f);  // also catches NaN
+        const float inv = empty ? 0.f : 1.f / sum;
+        const float m_scaled = row_max[r] == -INFINITY ? 0.f : row_max[r] * scale_log2;
+        lse[r] = empty ? -INFINITY : (m_scaled + __log2f(sum)) * kLn2;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          o[mt][dt][2 * h] *= inv;
+          o[mt][dt][2 * h + 1] *= inv;
+        }
+      }
+    }
+  }
+};
+
+}  // namespace ioattn

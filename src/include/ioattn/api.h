@@ -1,0 +1,146 @@
+/*
+ * ioattn C ABI: the only contract between the kernel libraries and Python.
+ *
+ * Every kernel library (libioattn_sm80.so, libioattn_sm90.so) exports exactly the functions
+ * declared here and nothing else. The libraries do not link PyTorch: tensors cross this
+ * boundary as raw device pointers plus int64 shapes and strides (in elements).
+ *
+ * Versioning: every argument struct starts with `struct_size`, which the caller sets to
+ * sizeof(struct) as it knows it; the library rejects a size it does not know
+ * (IOATTN_ERR_ABI). `ioattn_struct_layout` reports each field's offset and size so a
+ * test can prove that the Python binding matches this header byte for byte.
+ *
+ * Memory: the library never allocates device memory and never synchronizes the host.
+ * Every launch goes to `stream` on `device`.
+ */
+#ifndef IOATTN_API_H_
+#define IOATTN_API_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IOATTN_API __attribute__((visibility("default")))
+
+/* Bumped whenever a struct or a function signature changes incompatibly. */
+#define IOATTN_ABI_VERSION 1
+
+/* Element types of q, k, v and out (lse is always fp32). */
+enum ioattn_dtype {
+  IOATTN_DTYPE_FP16 = 0,
+  IOATTN_DTYPE_BF16 = 1,
+};
+
+/* Return codes of every function that returns int32_t status. */
+enum ioattn_status {
+  IOATTN_OK = 0,
+  IOATTN_ERR_UNSUPPORTED = 1, /* valid arguments this library has no kernel for */
+  IOATTN_ERR_INVALID = 2,     /* arguments that break the contract below */
+  IOATTN_ERR_CUDA = 3,        /* a CUDA runtime call or a launch failed */
+  IOATTN_ERR_ABI = 4,         /* struct_size does not match this library's struct */
+};
+
+/*
+ * Forward attention: out = softmax(mask(score(q k^T))) v, plus the log-sum-exp per row.
+ *
+ * Dense layout: q (batch, seqlen_q, num_heads, head_dim), k/v (batch, seqlen_k, num_heads_k,
+ * head_dim), out like q, lse (batch, num_heads, seqlen_q).
+ * Varlen layout (cu_seqlens_q and cu_seqlens_k both set): q (total_q, num_heads, head_dim),
+ * k/v (total_k, num_heads_k, head_dim), out like q, lse (num_heads, total_q); sequence b
+ * holds rows [cu_seqlens[b], cu_seqlens[b+1]); batch strides are ignored; seqlen_q and
+ * seqlen_k are the maxima over the batch (upper bounds used to size the grid).
+ *
+ * Strides are in elements; the last dimension of q, k, v, out is contiguous (stride 1); lse
+ * rows are contiguous. Pointers of q, k, v, out and every row/head/batch stride must be
+ * 16-byte aligned (strides a multiple of 8 elements).
+ *
+ * score = q.k * softmax_scale, or softcap * tanh(q.k * softmax_scale / softcap) when
+ * softcap > 0. Mask: key j is visible from query i (0-based, within its sequence) iff
+ * j < seqlen_k, and with sk - sq = seqlen_k - seqlen_q (bottom-right alignment):
+ *   window_left  >= 0: j >= i + (sk - sq) - window_left
+ *   window_right >= 0: j <= i + (sk - sq) + window_right
+ * (-1 means unbounded; causal is window_left = -1, window_right = 0.)
+ * A query row that sees no key gets out = 0 and lse = -inf.
+ */
+typedef struct ioattn_fwd_args {
+  int64_t struct_size;
+
+  const void *q;
+  const void *k;
+  const void *v;
+  void *out;
+  float *lse;
+  const int32_t *cu_seqlens_q; /* device int32 (batch + 1), or NULL */
+  const int32_t *cu_seqlens_k; /* device int32 (batch + 1), or NULL */
+
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+  int64_t lse_batch_stride, lse_head_stride;
+
+  int64_t batch;
+  int64_t seqlen_q;
+  int64_t seqlen_k;
+  int64_t num_heads;
+  int64_t num_heads_k;
+  int64_t head_dim;
+  int64_t window_left;
+  int64_t window_right;
+
+  float softmax_scale;
+  float softcap;
+  int32_t dtype;  /* enum ioattn_dtype */
+  int32_t device; /* CUDA device ordinal that owns every pointer */
+  void *stream;   /* cudaStream_t to launch on (NULL = legacy default stream) */
+} ioattn_fwd_args;
+
+/* One field of an ABI struct, as reported by ioattn_struct_layout. */
+typedef struct ioattn_field {
+  const char *name;
+  int64_t offset;
+  int64_t size;
+} ioattn_field;
+
+/* IOATTN_ABI_VERSION of the library. */
+IOATTN_API int32_t ioattn_abi_version(void);
+
+/*
+ * Layout of the struct called `name` ("ioattn_fwd_args", "ioattn_field"): writes up to
+ * `capacity` fields in declaration order into `fields` (which may be NULL when capacity is
+ * 0), stores sizeof(struct) in *struct_size, and returns the number of fields, or -1 for an
+ * unknown name.
+ */
+IOATTN_API int32_t ioattn_struct_layout(const char *name, ioattn_field *fields, int32_t capacity,
+                                        int64_t *struct_size);
+
+/*
+ * A JSON object describing the build: {"library": "sm80", "abi": 1, "cuda": "13.0",
+ * "sass": [80, 90], "ptx": [80], "kernels": [{"op": "fwd", "dtype": "bf16", "head_dim": 128,
+ * "mask": "window", "softcap": true}, ...]}. Static storage; never freed.
+ */
+IOATTN_API const char *ioattn_build_info(void);
+
+/* Human-readable name of a status code. */
+IOATTN_API const char *ioattn_status_string(int32_t status);
+
+/* Message of the last non-OK status returned on this thread ("" if none). */
+IOATTN_API const char *ioattn_last_error(void);
+
+/*
+ * IOATTN_OK when ioattn_fwd would run these arguments on `args->device`, else
+ * IOATTN_ERR_UNSUPPORTED / IOATTN_ERR_INVALID / IOATTN_ERR_ABI with ioattn_last_error()
+ * saying why. Reads only the struct (never the pointed-to memory); never launches.
+ */
+IOATTN_API int32_t ioattn_fwd_supported(const ioattn_fwd_args *args);
+
+/* Runs the forward pass asynchronously on args->stream. Same checks as ioattn_fwd_supported. */
+IOATTN_API int32_t ioattn_fwd(const ioattn_fwd_args *args);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* IOATTN_API_H_ */
