@@ -85,11 +85,16 @@ def main() -> None:
                     sources.append(args.out / name)
                     entries.append(
                         f"    {{{DTYPES[dtype]}, {hd}, {window}, {str(softcap).lower()}, "
-                        f"{lib['smem']}({hd}), &{lib['run']}<{targs}>}},"
+                        f"{lib['smem']}({hd}, {window}), &{lib['run']}<{targs}>}},"
                     )
                     kernels.append(
-                        {"op": "fwd", "dtype": dtype, "head_dim": hd, "mask": mask,
-                         "softcap": softcap}
+                        {
+                            "op": "fwd",
+                            "dtype": dtype,
+                            "head_dim": hd,
+                            "mask": mask,
+                            "softcap": softcap,
+                        }
                     )
 
     info = {

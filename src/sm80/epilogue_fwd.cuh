@@ -22,9 +22,8 @@ struct EpilogueFwd {
   // of the tile are written where they are < seqlen_q; columns only up to head_dim.
   __device__ __forceinline__ static void store(const float (&acc_o)[kMT][kDT][4],
                                                const float (&lse)[2 * kMT], Element *smem_stage,
-                                               Element *out, int64_t out_row_stride,
-                                               float *lse_out, int m_begin, int seqlen_q,
-                                               int head_dim) {
+                                               Element *out, int64_t out_row_stride, float *lse_out,
+                                               int m_begin, int seqlen_q, int head_dim) {
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     // Each warp stages only its own rows of the Q tile, whose last reader (this warp's Q.K^T

@@ -35,18 +35,18 @@ struct FwdKernel {
     if (m_begin >= seq.seqlen_q) return;  // varlen: this sequence is shorter than the maximum
 
     const int head_k = tile.head / p.group_size;
-    const Element *q = static_cast<const Element *>(p.q) +
-                       seq.q_like_offset(tile.batch, tile.head, p.q_batch_stride, p.q_row_stride,
-                                         p.q_head_stride);
-    const Element *k = static_cast<const Element *>(p.k) +
-                       seq.k_like_offset(tile.batch, head_k, p.k_batch_stride, p.k_row_stride,
-                                         p.k_head_stride);
-    const Element *v = static_cast<const Element *>(p.v) +
-                       seq.k_like_offset(tile.batch, head_k, p.v_batch_stride, p.v_row_stride,
-                                         p.v_head_stride);
-    Element *out = static_cast<Element *>(p.out) +
-                   seq.q_like_offset(tile.batch, tile.head, p.o_batch_stride, p.o_row_stride,
-                                     p.o_head_stride);
+    const Element *q =
+        static_cast<const Element *>(p.q) +
+        seq.q_like_offset(tile.batch, tile.head, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+    const Element *k =
+        static_cast<const Element *>(p.k) +
+        seq.k_like_offset(tile.batch, head_k, p.k_batch_stride, p.k_row_stride, p.k_head_stride);
+    const Element *v =
+        static_cast<const Element *>(p.v) +
+        seq.k_like_offset(tile.batch, head_k, p.v_batch_stride, p.v_row_stride, p.v_head_stride);
+    Element *out =
+        static_cast<Element *>(p.out) +
+        seq.q_like_offset(tile.batch, tile.head, p.o_batch_stride, p.o_row_stride, p.o_head_stride);
     float *lse = p.lse + seq.lse_offset(p, tile.batch, tile.head);
 
     const Mask mask(p, seq.seqlen_q, seq.seqlen_k);

@@ -22,7 +22,8 @@ struct MainloopFwd {
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim);
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr int kStages = kCfg.stages;
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kNWarps = kCfg.num_warps;
@@ -35,16 +36,17 @@ struct MainloopFwd {
   static constexpr int kDT = kHeadDim / 8;             // n8 tiles of O
   static constexpr int kKT = kHeadDim / 16;            // k16 steps of Q.K^T
   static_assert(kWarpRows % 16 == 0 && kBlockN % 16 == 0 && kHeadDim % 16 == 0);
+  static_assert(kStages == 1 || kStages == 2);
 
   using TileQ = SmemTile<kBlockM, kHeadDim>;
   using TileKV = SmemTile<kBlockN, kHeadDim>;
 
   struct SharedStorage {
     Element q[TileQ::kElems];  // also stages O in the epilogue
-    Element k[2][TileKV::kElems];
-    Element v[2][TileKV::kElems];
+    Element k[kStages][TileKV::kElems];
+    Element v[kStages][TileKV::kElems];
   };
-  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim));
+  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
 
   float acc_o[kMT][kDT][4];  // (MMA_M, MMA_N = head_dim/8, 4): this warp's rows of O, fp32
   uint32_t q_frag[kQInRegs ? kMT : 1][kQInRegs ? kKT : 1][4];  // (MMA_M, MMA_K, 4) when kQInRegs
@@ -64,8 +66,7 @@ struct MainloopFwd {
     static_assert(Tile::kRows % kRowsPerPass == 0 && kRowsPerPass % 8 == 0);
     const int c = tid % kChunks;
     const int r0 = tid / kChunks;
-    const uint32_t dst0 =
-        smem_addr(smem) + 2 * (r0 * Tile::kSubCols + (c ^ Tile::swizzle(r0)) * 8);
+    const uint32_t dst0 = smem_addr(smem) + 2 * (r0 * Tile::kSubCols + (c ^ Tile::swizzle(r0)) * 8);
     const Element *src = gmem + int64_t(r0) * row_stride + c * 8;
     const int64_t pass_stride = int64_t(kRowsPerPass) * row_stride;
     const int rows_left = rows_valid - r0;
@@ -75,8 +76,7 @@ struct MainloopFwd {
 #pragma unroll
       for (int sub = 0; sub < Tile::kSubTiles; ++sub) {
         const bool pred = i * kRowsPerPass < rows_left && sub * kChunks < chunks_left;
-        const uint32_t dst =
-            dst0 + 2 * ((sub * Tile::kRows + i * kRowsPerPass) * Tile::kSubCols);
+        const uint32_t dst = dst0 + 2 * ((sub * Tile::kRows + i * kRowsPerPass) * Tile::kSubCols);
         cp_async_16(dst, pred ? src + sub * Tile::kSubCols : gmem, pred);
       }
       src += pass_stride;
@@ -198,9 +198,9 @@ struct MainloopFwd {
   // The whole key loop of one query tile. q/k/v point at row 0 of this sequence and head; on
   // return acc_o holds this warp's normalized O rows and lse their log-sum-exp.
   __device__ __forceinline__ void run(const FwdParams &p, SharedStorage &smem, const Element *q,
-                                      const Element *k, const Element *v, int m_begin,
-                                      int seqlen_q, int seqlen_k, const Mask &mask,
-                                      BlockRange blocks, float (&lse)[2 * kMT]) {
+                                      const Element *k, const Element *v, int m_begin, int seqlen_q,
+                                      int seqlen_k, const Mask &mask, BlockRange blocks,
+                                      float (&lse)[2 * kMT]) {
     const int tid = threadIdx.x;
     const int warp = tid / 32;
     const int lane = tid % 32;
@@ -223,45 +223,21 @@ struct MainloopFwd {
                         seqlen_k - n_block * kBlockN, chunks_valid, tid);
     };
 
-    // Prologue. cp.async groups complete in commit order; the loop below relies on exactly two
-    // groups per iteration (K then V of the next block, possibly empty) to count them.
     const int n_last = blocks.n_max - 1;  // blocks run from the right edge leftwards
+    const int n_iters = blocks.n_max - blocks.n_min;
     load_tile<TileQ>(smem.q, q + int64_t(m_begin) * p.q_row_stride, p.q_row_stride,
                      seqlen_q - m_begin, chunks_valid, tid);
     load_kv(smem.k[0], k, p.k_row_stride, n_last);
     cp_async_commit();  // group: Q + K(first)
-    load_kv(smem.v[0], v, p.v_row_stride, n_last);
-    cp_async_commit();  // group: V(first)
+    if constexpr (kStages == 2) {
+      load_kv(smem.v[0], v, p.v_row_stride, n_last);
+      cp_async_commit();  // group: V(first)
+    }
 
-    const int n_iters = blocks.n_max - blocks.n_min;
-    for (int it = 0; it < n_iters; ++it) {
-      const int n_block = n_last - it;
-      const int stage = it % 2;
-
-      // In flight: K(it), V(it) (oldest first). Keep V(it) in flight, wait for K(it) (and Q).
-      cp_async_wait<1>();
-      // Barrier: (1) K(it) and Q written by other threads' copies are now visible to all;
-      // (2) every warp has finished iteration it-1, so stage 1-stage (its K and V) is free.
-      __syncthreads();
-
-      if constexpr (kQInRegs) {
-        if (it == 0) {
-#pragma unroll
-          for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-            for (int kk = 0; kk < kKT; ++kk) load_q_frag(q_frag[mt][kk], sQ_warp, la, mt, kk);
-        }
-      }
-
-      // Prefetch the next block into the free stage; commit even when there is none so that
-      // every iteration adds exactly two groups.
-      if (it + 1 < n_iters) load_kv(smem.k[1 - stage], k, p.k_row_stride, n_block - 1);
-      cp_async_commit();
-      if (it + 1 < n_iters) load_kv(smem.v[1 - stage], v, p.v_row_stride, n_block - 1);
-      cp_async_commit();
-
+    // S = Q.K^T of one block, score mod, boundary mask, online softmax; returns P packed.
+    auto scores = [&](PFrag &p_frag, const Element *sK, int n_block) {
       float acc_s[kMT][kNT][4];  // (MMA_M, MMA_N = kBlockN/8, 4)
-      gemm_qk(acc_s, opaque(sQ_warp), opaque(smem.k[stage]), la);
+      gemm_qk(acc_s, opaque(sQ_warp), opaque(sK), la);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -272,14 +248,60 @@ struct MainloopFwd {
         apply_mask(acc_s, mask, m_begin, n_block, warp, lane);
       }
       softmax.update(acc_s, acc_o);
-      PFrag p_frag;
       pack_p(p_frag, acc_s);
+    };
+    auto load_q_regs = [&] {
+      if constexpr (kQInRegs) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int kk = 0; kk < kKT; ++kk) load_q_frag(q_frag[mt][kk], sQ_warp, la, mt, kk);
+      }
+    };
 
-      // In flight: V(it), K(it+1), V(it+1). Wait for V(it).
-      cp_async_wait<2>();
-      // Barrier: V(it) written by other threads' copies is now visible to all.
-      __syncthreads();
-      gemm_pv(p_frag, opaque(smem.v[stage]), la);
+    for (int it = 0; it < n_iters; ++it) {
+      const int n_block = n_last - it;
+      PFrag p_frag;
+      if constexpr (kStages == 2) {
+        const int stage = it % 2;
+        // Groups in flight (oldest first): K(it), V(it). Wait for K(it) (and Q).
+        cp_async_wait<1>();
+        // Barrier: (1) K(it) and Q, copied by all threads, are visible to all; (2) every warp
+        // has finished iteration it-1, so the other stage (its K and V) may be refilled.
+        __syncthreads();
+        if (it == 0) load_q_regs();
+        // Prefetch the next block into the free stage; commit even when there is none so that
+        // every iteration adds exactly two groups.
+        if (it + 1 < n_iters) load_kv(smem.k[1 - stage], k, p.k_row_stride, n_block - 1);
+        cp_async_commit();
+        if (it + 1 < n_iters) load_kv(smem.v[1 - stage], v, p.v_row_stride, n_block - 1);
+        cp_async_commit();
+        scores(p_frag, smem.k[stage], n_block);
+        // In flight: V(it), K(it+1), V(it+1). Wait for V(it).
+        cp_async_wait<2>();
+        // Barrier: V(it), copied by all threads, is visible to all.
+        __syncthreads();
+        gemm_pv(p_frag, opaque(smem.v[stage]), la);
+      } else {
+        // In flight: K(it) (with Q on the first iteration).
+        cp_async_wait<0>();
+        // Barrier: (1) K(it) is visible to all; (2) every warp has finished P.V of iteration
+        // it-1, so the single V buffer may be refilled.
+        __syncthreads();
+        if (it == 0) load_q_regs();
+        load_kv(smem.v[0], v, p.v_row_stride, n_block);  // lands under Q.K^T and the softmax
+        cp_async_commit();
+        scores(p_frag, smem.k[0], n_block);
+        cp_async_wait<0>();
+        // Barrier: (1) V(it) is visible to all; (2) every warp has finished Q.K^T of this
+        // iteration, so the single K buffer may be refilled.
+        __syncthreads();
+        if (it + 1 < n_iters) {
+          load_kv(smem.k[0], k, p.k_row_stride, n_block - 1);  // lands under P.V
+          cp_async_commit();
+        }
+        gemm_pv(p_frag, opaque(smem.v[0]), la);
+      }
     }
     softmax.finalize(acc_o, lse);
   }

@@ -1,16 +1,21 @@
-// Forward tile sizes per head dim: the SM80 tuning table, in one place.
+// Forward tile sizes per head dim and mask: the SM80 tuning table, in one place.
 //
 // kBlockM query rows per CTA, split over kNWarps warps (16 * kMT rows each); kBlockN keys per
-// pipeline stage; K and V are double-buffered. kQInRegs keeps the Q fragments in registers for
-// the whole tile (saves the A-operand shared-memory reads of every Q.K^T) where registers allow.
-// kMinBlocksPerSM is the occupancy the register budget is tuned for.
+// pipeline stage; `stages` K/V buffers (2: the next block is prefetched a whole iteration
+// ahead; 1: V loads under Q.K^T and the next K under P.V, FA2's scheme, for half the shared
+// memory). kQInRegs keeps the Q fragments in registers for the whole tile (saves the A-operand
+// shared-memory reads of every Q.K^T) where registers allow. kMinBlocksPerSM is the occupancy
+// the register budget is tuned for. Chosen on an H100 with ci/tune_sm80.py (ratios to SDPA's
+// FLASH_ATTENTION backend in the same run); where a tile is short (causal, or a large head dim)
+// a second CTA per SM, bought with single-buffered K/V, hides each tile's prologue.
 //
-//  hdim  M    N   warps  rows/warp  Q in regs  smem (KB)  CTAs/SM on H100 (smem, regs)
-//    64  128  128   4       32        yes        80          2
-//    96  128   64   4       32        no         72          2
-//   128  128   64   4       32        no         96          2
-//   192  128   64   8       16        yes       144          1
-//   256  128   64   8       16        no        192          1
+//  hdim  mask    M    N  warps stages  Q in regs  smem (KB)  CTAs/SM (H100)
+//    64  any    128   64   4     2       yes         80          2
+//    96  any    128   64   4     2       no          72          2
+//   128  any    128   64   4     1       no          64          2
+//   192  any     64   64   4     1       yes         72          2
+//   256  full   128   64   8     2       no         192          1
+//   256  window  64   64   4     1       no          96          2
 #pragma once
 
 namespace ioattn::sm80 {
@@ -21,32 +26,37 @@ struct FwdTileConfig {
   int num_warps;
   bool q_in_regs;
   int min_blocks_per_sm;
+  int stages;
 };
 
-constexpr FwdTileConfig fwd_tile_config(int head_dim) {
+constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
+#ifdef IOATTN_TILE_HEAD_DIM
+  // Tuning builds only (CMake IOATTN_SM80_FWD_TILE_OVERRIDE, see ci/tune_sm80.py).
+  if (head_dim == IOATTN_TILE_HEAD_DIM) {
+    return {IOATTN_TILE_BLOCK_M,        IOATTN_TILE_BLOCK_N,    IOATTN_TILE_WARPS,
+            IOATTN_TILE_Q_IN_REGS != 0, IOATTN_TILE_MIN_BLOCKS, IOATTN_TILE_STAGES};
+  }
+#endif
   switch (head_dim) {
     case 64:
-      return {128, 128, 4, true, 2};
+      return {128, 64, 4, true, 2, 2};
     case 96:
-      return {128, 64, 4, false, 2};
+      return {128, 64, 4, false, 2, 2};
     case 128:
-      return {128, 64, 4, false, 2};
+      return {128, 64, 4, false, 2, 1};
     case 192:
-      return {128, 64, 8, true, 1};
+      return {64, 64, 4, true, 2, 1};
     default:  // 256
-      return {128, 64, 8, false, 1};
+      return window ? FwdTileConfig{64, 64, 4, false, 2, 1}
+                    : FwdTileConfig{128, 64, 8, false, 1, 2};
   }
 }
 
-}  // namespace ioattn::sm80
-
-namespace ioattn::sm80 {
-
-// Dynamic shared memory of the forward kernel: the Q tile (reused to stage O) and two stages
-// of K and V tiles, 2 bytes per element.
-constexpr int fwd_smem_bytes(int head_dim) {
-  const FwdTileConfig c = fwd_tile_config(head_dim);
-  return (c.block_m + 4 * c.block_n) * head_dim * 2;
+// Dynamic shared memory of the forward kernel: the Q tile (reused to stage O) and `stages`
+// K and V tiles, 2 bytes per element.
+constexpr int fwd_smem_bytes(int head_dim, bool window) {
+  const FwdTileConfig c = fwd_tile_config(head_dim, window);
+  return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }
 
 }  // namespace ioattn::sm80

@@ -51,8 +51,8 @@ int32_t check_device(int device, const FwdKernelEntry &kernel) {
   }
   if (err != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it so the caller's next CUDA call is unaffected
-    return fail(IOATTN_ERR_CUDA, "cannot query CUDA device " + str(device) + ": " +
-                                     cudaGetErrorString(err));
+    return fail(IOATTN_ERR_CUDA,
+                "cannot query CUDA device " + str(device) + ": " + cudaGetErrorString(err));
   }
   if (major * 10 + minor < kMinComputeCapability) {
     return fail(IOATTN_ERR_UNSUPPORTED,
@@ -61,10 +61,10 @@ int32_t check_device(int device, const FwdKernelEntry &kernel) {
                     ", device " + str(device) + " has " + str(major) + "." + str(minor));
   }
   if (kernel.smem_bytes > smem_optin) {
-    return fail(IOATTN_ERR_UNSUPPORTED,
-                "head_dim " + str(kernel.head_dim) + " needs " + str(kernel.smem_bytes) +
-                    " bytes of shared memory per block, device " + str(device) + " allows " +
-                    str(smem_optin));
+    return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(kernel.head_dim) + " needs " +
+                                            str(kernel.smem_bytes) +
+                                            " bytes of shared memory per block, device " +
+                                            str(device) + " allows " + str(smem_optin));
   }
   return IOATTN_OK;
 }
@@ -99,8 +99,8 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   }
   if (a->head_dim < 1) return fail(IOATTN_ERR_INVALID, "head_dim must be >= 1");
   if (a->head_dim % 8 != 0) {
-    return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(a->head_dim) +
-                                            " is not a multiple of 8 (pad it to one)");
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                "head_dim " + str(a->head_dim) + " is not a multiple of 8 (pad it to one)");
   }
   if (a->window_left < -1 || a->window_right < -1) {
     return fail(IOATTN_ERR_INVALID, "window_left and window_right must be >= -1");
@@ -137,11 +137,11 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out)) {
     return fail(IOATTN_ERR_INVALID, "q, k, v and out must be 16-byte aligned");
   }
-  for (int32_t s : {check_strides("q", a->q_batch_stride, a->q_row_stride, a->q_head_stride, varlen),
-                    check_strides("k", a->k_batch_stride, a->k_row_stride, a->k_head_stride, varlen),
-                    check_strides("v", a->v_batch_stride, a->v_row_stride, a->v_head_stride, varlen),
-                    check_strides("out", a->out_batch_stride, a->out_row_stride,
-                                  a->out_head_stride, varlen)}) {
+  for (int32_t s :
+       {check_strides("q", a->q_batch_stride, a->q_row_stride, a->q_head_stride, varlen),
+        check_strides("k", a->k_batch_stride, a->k_row_stride, a->k_head_stride, varlen),
+        check_strides("v", a->v_batch_stride, a->v_row_stride, a->v_head_stride, varlen),
+        check_strides("out", a->out_batch_stride, a->out_row_stride, a->out_head_stride, varlen)}) {
     if (s != IOATTN_OK) return s;
   }
   const int64_t block_m = 64;  // the smallest tile height of any kernel bounds the grid

@@ -23,8 +23,8 @@ struct FwdKernelEntry {
 
 extern const FwdKernelEntry kFwdKernels[];
 extern const int kNumFwdKernels;
-extern const char kLibraryName[];   // "sm80" / "sm90"
+extern const char kLibraryName[];        // "sm80" / "sm90"
 extern const int kMinComputeCapability;  // major * 10 + minor
-extern const char kBuildInfoJson[];  // see ioattn_build_info()
+extern const char kBuildInfoJson[];      // see ioattn_build_info()
 
 }  // namespace ioattn
