@@ -1,0 +1,291 @@
+"""torch.library ops of ioattn (``torch.ops.ioattn.*``).
+
+``ioattn::fwd`` computes ``(out, lse)``. The CPU kernel is the tiled reference; the CUDA
+kernel allocates out/lse with torch (the libraries never allocate), fills the C ABI struct
+and launches the chosen library on the current stream of the tensors' device. The fake
+kernel gives shapes for torch.compile. The op expects arguments already checked by
+``_validate`` (the public functions in ``interface.py`` do that); the libraries check the
+struct again themselves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ioattn import _abi, _backend, reference
+
+__all__ = ["fwd", "needs_copy", "aligned_view"]
+
+_LIB = torch.library.Library("ioattn", "FRAGMENT")  # kept alive by this module
+
+_FWD_SCHEMA = (
+    "(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
+    "int max_seqlen_q, int max_seqlen_k, float softmax_scale, int window_left, "
+    "int window_right, float softcap) -> (Tensor out, Tensor lse)"
+)
+
+torch.library.define("ioattn::fwd", _FWD_SCHEMA, lib=_LIB)
+
+_register_fake = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
+
+_DTYPE_CODES = {torch.float16: _abi.DTYPE_FP16, torch.bfloat16: _abi.DTYPE_BF16}
+_ALIGN_BYTES = 16
+_ALIGN_ELEMS = 8  # 16 bytes of fp16/bf16
+
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+
+
+def needs_copy(t: Tensor) -> bool:
+    """True if ``t`` breaks the kernel's layout contract: data pointer not 16-byte aligned,
+    last stride not 1, or a non-last stride that is not a multiple of 8 elements."""
+    if t.numel() == 0:
+        return False
+    return _misaligned(t, t.stride())
+
+
+def _misaligned(t: Tensor, strides: tuple[int, ...]) -> bool:
+    if strides[-1] != 1 or t.data_ptr() % _ALIGN_BYTES:
+        return True
+    bits = 0
+    for s in strides[:-1]:
+        bits |= s
+    return bits % _ALIGN_ELEMS != 0
+
+
+def aligned_view(t: Tensor) -> Tensor:
+    """``t`` itself when it meets the kernel's layout contract, else a fresh packed copy."""
+    return _aligned(t)[0]
+
+
+def _aligned(t: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """``t`` or a packed copy that meets the layout contract, and its strides."""
+    strides = t.stride()
+    if not _misaligned(t, strides):
+        return t, strides
+    fresh = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    fresh.copy_(t)
+    return fresh, fresh.stride()
+
+
+def _out_shapes(q: Tensor, cu_seqlens_q: Tensor | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if cu_seqlens_q is not None:
+        total_q, h, _ = q.shape
+        return tuple(q.shape), (h, total_q)
+    b, sq, h, _ = q.shape
+    return tuple(q.shape), (b, h, sq)
+
+
+def _fwd_cpu(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor]:
+    _backend.candidates(q.device)  # CPU: always the reference; still rejects a bad IOATTN_BACKEND
+    return _reference(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, softmax_scale, window_left, window_right, softcap
+    )
+
+
+def _reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor]:
+    out, lse = reference.attention_tiled(
+        q,
+        k,
+        v,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        softmax_scale=softmax_scale,
+        window_size=(window_left, window_right),
+        softcap=softcap,
+    )
+    return out.contiguous(), lse.contiguous()
+
+
+def _current_stream(index: int) -> int:
+    if _raw_stream is not None:
+        return int(_raw_stream(index))
+    return int(torch.cuda.current_stream(index).cuda_stream)
+
+
+def _fwd_cuda(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor]:
+    # Hot path: every property access costs ~0.5 us, so shapes and strides are read once.
+    qshape = q.shape
+    num_heads, head_dim = qshape[-2], qshape[-1]
+    out = q.new_empty(qshape)  # packed: strides follow from the shape
+    if cu_seqlens_q is not None:
+        assert cu_seqlens_k is not None
+        total_q = qshape[0]
+        lse = q.new_empty((num_heads, total_q), dtype=torch.float32)
+        batch = cu_seqlens_q.shape[0] - 1
+        seqlen_q, seqlen_k = max_seqlen_q, max_seqlen_k
+        no_keys = k.shape[0] == 0 or seqlen_k == 0
+        empty = total_q == 0
+    else:
+        batch, seqlen_q = qshape[0], qshape[1]
+        lse = q.new_empty((batch, num_heads, seqlen_q), dtype=torch.float32)
+        seqlen_k = k.shape[1]
+        no_keys = seqlen_k == 0
+        empty = batch == 0 or seqlen_q == 0
+    if empty or num_heads == 0:
+        return out, lse  # nothing to compute: never launch an empty grid
+    if batch == 0 or no_keys:
+        out.zero_()
+        lse.fill_(-math.inf)
+        return out, lse
+
+    cands = _backend.candidates(q.device)
+    index = q.get_device()
+    if cands[0].is_reference:  # forced with IOATTN_BACKEND=reference
+        with torch.cuda.device(index):
+            return _reference(
+                q,
+                k,
+                v,
+                cu_seqlens_q,
+                cu_seqlens_k,
+                softmax_scale,
+                window_left,
+                window_right,
+                softcap,
+            )
+
+    q, qs = _aligned(q)
+    k, ks = _aligned(k)
+    v, vs = _aligned(v)
+    row = num_heads * head_dim
+    if cu_seqlens_q is not None:
+        assert cu_seqlens_k is not None
+        # keep the (possibly copied) tensors referenced until the launch is enqueued
+        cu_seqlens_q = cu_seqlens_q.contiguous()
+        cu_seqlens_k = cu_seqlens_k.contiguous()
+        cu_q_ptr, cu_k_ptr = cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr()
+        strides = (0, qs[0], qs[1], 0, ks[0], ks[1], 0, vs[0], vs[1], 0, row, head_dim, 0, total_q)
+    else:
+        cu_q_ptr = cu_k_ptr = None
+        strides = (
+            *qs[:3], *ks[:3], *vs[:3], seqlen_q * row, row, head_dim,
+            num_heads * seqlen_q, seqlen_q,
+        )  # fmt: skip
+    args = _abi.FwdArgs(
+        _abi.FWD_ARGS_SIZE,
+        q.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        lse.data_ptr(),
+        cu_q_ptr,
+        cu_k_ptr,
+        *strides,
+        batch,
+        seqlen_q,
+        seqlen_k,
+        num_heads,
+        k.shape[-2],
+        head_dim,
+        window_left,
+        window_right,
+        softmax_scale,
+        softcap,
+        _DTYPE_CODES[q.dtype],
+        index,
+        _current_stream(index),
+    )
+    if torch.cuda.current_device() == index:
+        _launch(cands, args)
+    else:
+        with torch.cuda.device(index):
+            _launch(cands, args)
+    return out, lse
+
+
+def _launch(cands: tuple[_backend.Backend, ...], args: _abi.FwdArgs) -> None:
+    backend = _backend.pick(cands, args)
+    assert backend.library is not None
+    backend.library.fwd(args)
+
+
+def _fwd_fake(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor]:
+    out_shape, lse_shape = _out_shapes(q, cu_seqlens_q)
+    out = q.new_empty(out_shape)
+    lse = q.new_empty(lse_shape, dtype=torch.float32)
+    return out, lse
+
+
+# Registered explicitly (the decorator forms return None on some torch versions, which would
+# leave these module names unusable).
+torch.library.impl("ioattn::fwd", "cpu", _fwd_cpu, lib=_LIB)
+torch.library.impl("ioattn::fwd", "cuda", _fwd_cuda, lib=_LIB)
+_register_fake("ioattn::fwd", _fwd_fake, lib=_LIB)
+
+
+def fwd(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor]:
+    """``torch.ops.ioattn.fwd``: (out like q, lse fp32 (b, h, s_q) or (h, total_q))."""
+    return torch.ops.ioattn.fwd(
+        q,
+        k,
+        v,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        max_seqlen_q,
+        max_seqlen_k,
+        softmax_scale,
+        window_left,
+        window_right,
+        softcap,
+    )
