@@ -147,6 +147,13 @@ DENSE_CASES = [
     ("scale_inf", _set(softmax_scale=float("inf")), ValueError, "softmax_scale: expected a finite"),
     ("scale_nan", _set(softmax_scale=float("nan")), ValueError, "softmax_scale"),
     ("scale_str", _set(softmax_scale="0.1"), ValueError, "softmax_scale"),
+    (
+        "scale_zero",
+        _set(softmax_scale=0.0),
+        ValueError,
+        "softmax_scale: expected a finite float > 0",
+    ),
+    ("scale_negative", _set(softmax_scale=-0.125), ValueError, "softmax_scale"),
     ("dropout_range", _set(dropout_p=1.5), ValueError, "dropout_p"),
     ("dropout", _set(dropout_p=0.1), NotImplementedError, "dropout is not implemented"),
     ("alibi", _set(alibi_slopes=lambda kw: torch.ones(H)), NotImplementedError, "ALiBi"),

@@ -41,18 +41,8 @@ _capability_cache: dict[int, tuple[int, int]] = {}
 _candidates_cache: dict[tuple[int, str, str], tuple[Backend, ...]] = {}
 
 
-_ENV_DATA = getattr(os.environ, "_data", None) if os.name == "posix" else None
-
-
 def getenv(name: str) -> str:
-    """``os.environ.get(name, "")``, read the fast way on POSIX (this runs on every call).
-
-    ``os.environ`` encodes the key and decodes the value on each lookup; its backing dict
-    of bytes (the same data, kept in sync by ``os.environ[...] = ...``) is read directly.
-    """
-    if isinstance(_ENV_DATA, dict):
-        raw = _ENV_DATA.get(name.encode())
-        return raw.decode(errors="surrogateescape") if raw else ""
+    """``os.environ.get(name, "")`` (read on every call, so a changed variable takes effect)."""
     return os.environ.get(name, "")
 
 

@@ -309,8 +309,12 @@ def check_scale(softmax_scale: Any, head_dim: int) -> float:
     """softmax_scale, defaulting to 1/sqrt(head_dim) (the unpadded head_dim)."""
     if softmax_scale is None:
         return 1.0 / math.sqrt(head_dim)
-    if not _is_number(softmax_scale) or not math.isfinite(float(softmax_scale)):
-        raise ValueError(f"softmax_scale: expected a finite float or None, got {softmax_scale!r}")
+    # > 0: the kernels subtract the row maximum of the unscaled scores, which is the maximum of
+    # the scaled ones only for a positive scale.
+    if not _is_number(softmax_scale) or not (0.0 < float(softmax_scale) < math.inf):
+        raise ValueError(
+            f"softmax_scale: expected a finite float > 0 or None, got {softmax_scale!r}"
+        )
     return float(softmax_scale)
 
 
