@@ -88,6 +88,16 @@ def main() -> int:
                     head_dim,
                     "--seqlens",
                     args.seqlens,
+                    "--passes",
+                    "fwd",
+                    "--dtype",
+                    "bf16",
+                    "--methods",
+                    "ioattn-sm80,sdpa-flash",
+                    "--no-memory",
+                    "--no-overhead",
+                    "--no-plots",
+                    "--no-progress",
                     "--json",
                     str(report),
                 ],
@@ -99,7 +109,11 @@ def main() -> int:
         if not report.exists():
             rows.append((variant, "-", 0, None, None, None, f"no report: see {log.name}"))
             continue
-        cells = json.loads(report.read_text())["cells"]
+        cells = [
+            c
+            for c in json.loads(report.read_text())["cells"]
+            if c.get("pass", "fwd") == "fwd" and c.get("dtype", "bf16") == "bf16"
+        ]
         ours = {(c["causal"], c["seqlen"]): c for c in cells if c["method"] == "ioattn-sm80"}
         peer = {(c["causal"], c["seqlen"]): c for c in cells if c["method"] == "sdpa-flash"}
         for key, c in sorted(ours.items()):

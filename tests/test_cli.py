@@ -117,10 +117,10 @@ def test_kernel_summary_groups_by_op_and_dtype() -> None:
 
 
 def test_bench_arguments_go_to_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ioattn import _bench
+    from ioattn import bench
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(_bench, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
     assert _cli.main(["bench", "--quick", "--device", "x"]) == 0
     assert seen == [["--quick", "--device", "x"]]
 

@@ -10,7 +10,7 @@ With no subcommand it runs the main job:
 4. a small timing table of ioattn beside PyTorch SDPA on the current device.
 
 The exit code is 1 when a correctness check fails. ``ioattn info`` prints 1 and 2 only;
-``ioattn bench ...`` hands its arguments to the benchmark driver (``ioattn._bench``).
+``ioattn bench ...`` hands its arguments to the benchmark (``ioattn.bench``).
 """
 
 from __future__ import annotations
@@ -566,18 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: `ioattn --device cpu info` keeps the value given before the subcommand.
     device_option(info, argparse.SUPPRESS)
     info.set_defaults(handler=_cmd_info)
-    # Listed for --help; main() hands `bench ...` to ioattn._bench before this parser runs.
+    # Listed for --help; main() hands `bench ...` to ioattn.bench before this parser runs.
     sub.add_parser("bench", add_help=False, help="GPU benchmark (ioattn bench --help)")
     return parser
 
 
 def _cmd_bench(argv: Sequence[str]) -> int:
-    try:
-        from ioattn import _bench
-    except ImportError:
-        print("ioattn bench is not available in this version", file=sys.stderr)
-        return 2
-    return int(_bench.main(list(argv)))
+    from ioattn import bench
+
+    return int(bench.main(list(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

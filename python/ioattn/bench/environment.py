@@ -1,0 +1,125 @@
+"""Where a run happened: GPU, clocks, driver, CUDA, versions, ioattn's libraries, git, date.
+
+Everything is best effort: a missing ``nvidia-smi``, ``git`` or package leaves its field out
+(or None) and never stops the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTIONS = (
+    "ioattn",
+    "torch",
+    "triton",
+    "numpy",
+    "matplotlib",
+    "jax",
+    "jaxlib",
+    "flash-attn",
+    "fa3-fwd",
+    "flash-attn3-jax",
+)
+CLOCK_QUERY = ["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem", "--format=csv"]
+DRIVER_QUERY = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+
+
+def _run(cmd: list[str], cwd: str | Path | None = None) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def parse_csv(text: str | None) -> list[dict[str, str]]:
+    """``nvidia-smi --format=csv`` output (a header line, one line per GPU) as dicts."""
+    if not text:
+        return []
+    lines = [line for line in text.splitlines() if line.strip()]
+    head = [h.strip() for h in lines[0].split(",")]
+    return [dict(zip(head, (v.strip() for v in line.split(",")))) for line in lines[1:]]
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for dist in DISTRIBUTIONS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[dist] = metadata.version(dist)
+    return found
+
+
+def git_revision() -> dict[str, Any]:
+    """HEAD and whether the tree is dirty, from the working directory's or the package's repo."""
+    for where in (Path.cwd(), Path(__file__).resolve().parent):
+        head = _run(["git", "rev-parse", "HEAD"], cwd=where)
+        if head:
+            status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where)
+            return {"commit": head, "dirty": bool(status), "where": str(where)}
+    return {}
+
+
+def _gpu() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"name": None}
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "index": index,
+        "name": props.name,
+        "capability": ".".join(map(str, torch.cuda.get_device_capability(index))),
+        "sm_count": props.multi_processor_count,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+    }
+
+
+def _ioattn() -> dict[str, Any]:
+    import ioattn
+    from ioattn import _backend
+
+    return {
+        "version": ioattn.__version__,
+        "path": str(Path(ioattn.__file__).parent),
+        "libraries": _backend.describe_backends(),
+    }
+
+
+def collect(argv: list[str]) -> dict[str, Any]:
+    """The environment of this run (``argv``: the benchmark's own arguments)."""
+    import torch
+
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m ioattn bench " + shlex.join(argv),
+        "argv": list(sys.argv),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+        "versions": versions(),
+        "git": git_revision(),
+    }
+    env["versions"].setdefault("torch", torch.__version__)
+    sections = {"gpu": _gpu, "ioattn": _ioattn}
+    for key, fn in sections.items():
+        try:
+            env[key] = fn()
+        except Exception as exc:
+            env[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        env["cudnn"] = torch.backends.cudnn.version()
+    except Exception:
+        env["cudnn"] = None
+    env["clocks"] = parse_csv(_run(CLOCK_QUERY))
+    driver = _run(DRIVER_QUERY)
+    env["driver"] = driver.splitlines()[0].strip() if driver else None
+    return env
