@@ -8,6 +8,9 @@ gpu     the GPU machine, offline: no venv, its preinstalled torch, the full kern
 lint    ruff check, ruff format --check, clang-format --dry-run -Werror on src/.
 format  applies what lint checks.
 demo    installs like ``tests`` and runs ``python -m ioattn`` (posargs go to it).
+bench   the GPU machine, offline: no venv, installs nothing, runs ``python -m ioattn bench``
+        with the installed ioattn (after ``nox -s gpu``); posargs go to it (default: the whole
+        benchmark, written to build/bench/).
 sdist   builds the sdist and checks it holds what a build needs (src/, cmake/, CMakeLists.txt).
 
 Environment knobs:
@@ -154,6 +157,13 @@ def gpu(session: nox.Session) -> None:
     session.run(python, "-c", loads, external=True)
     _pytest(session, python, *session.posargs)
     session.run(python, "-m", "ioattn", external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """GPU machine, offline: python -m ioattn bench [posargs] (default --out build/bench)."""
+    args = session.posargs or ["--out", str(ROOT / "build" / "bench")]
+    session.run(sys.executable, "-m", "ioattn", "bench", *args, external=True)
 
 
 @nox.session

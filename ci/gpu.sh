@@ -5,6 +5,8 @@
 # Python is left alone), then `nox -s gpu` builds the full kernel table with the machine's own
 # torch, CMake, ninja and scikit-build-core, runs every test and `python -m ioattn`.
 # Arguments go to pytest, e.g.  ci/gpu.sh -m gpu -x
+# IOATTN_NOX_SESSION=bench ci/gpu.sh --quick   runs another session (here the benchmark, after a
+# `ci/gpu.sh` has installed ioattn); the arguments then go to that session.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 site=${IOATTN_NOX_SITE:-/tmp/ioattn-nox-site}
@@ -17,4 +19,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-exec python3 -m nox --non-interactive --no-venv -s gpu -- "$@"
+exec python3 -m nox --non-interactive --no-venv -s "${IOATTN_NOX_SESSION:-gpu}" -- "$@"
