@@ -162,3 +162,15 @@ def test_table_columns_are_aligned() -> None:
 def test_empty_report_renders() -> None:
     text = rp.to_markdown(Report())
     assert "unknown GPU" in text and "n/a" in text
+
+
+def test_partial_report_round_trip(tmp_path: Path) -> None:
+    report = _report()
+    for c in report.cells[5:]:
+        c.status, c.ms, c.tflops = rp.PENDING, None, None
+    report.complete = False
+    report.save(tmp_path / "partial.json")
+    again = Report.load(tmp_path / "partial.json")
+    assert not again.complete
+    assert [c.status for c in again.cells] == [c.status for c in report.cells]
+    assert "Partial: the run stopped after" in rp.to_markdown(again)

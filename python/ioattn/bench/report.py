@@ -188,10 +188,11 @@ class Report:
             notes=list(data.get("notes", [])),
             complete=bool(data.get("complete", True)),
         )
-        for c in report.cells:  # first format: no status, no ours
-            c.ours = c.ours or c.method.startswith("ioattn")
-            if c.status == PENDING:
-                c.status = OK if c.tflops else (FAILED if c.ours else ERROR)
+        if "schema" not in data:  # the first format: no status, no ours
+            for c in report.cells:
+                c.ours = c.ours or c.method.startswith("ioattn")
+                if c.status == PENDING:
+                    c.status = OK if c.tflops else (FAILED if c.ours else ERROR)
         return report
 
     def save(self, path: str | Path) -> None:
@@ -274,7 +275,7 @@ def throughput_table(report: Report, pass_: str, dtype: str) -> list[str]:
         vals = [str(shape.head_dim), "yes" if shape.causal else "no", _size(shape.seqlen)]
         for m in methods:
             c = by_method.get(m)
-            vals.append(_mark(c, f"{c.tflops:.0f}" if c and c.tflops else ""))
+            vals.append(_mark(c, _num(c.tflops) if c and c.tflops else ""))
         best = ""
         for o in ours:
             c = by_method.get(o)
@@ -289,8 +290,13 @@ def throughput_table(report: Report, pass_: str, dtype: str) -> list[str]:
     return _table(head, body)
 
 
+def _num(x: float, sep: str = "") -> str:
+    """Whole numbers from 10 up, two significant digits below (small test problems)."""
+    return f"{x:{sep}.0f}" if abs(x) >= 10 else f"{x:.2g}"
+
+
 def _mib(n: int | None) -> str:
-    return f"{n / 2**20:,.0f}" if n is not None else ""
+    return _num(n / 2**20, ",") if n is not None else ""
 
 
 def memory_table(report: Report, pass_: str, dtype: str) -> list[str]:
