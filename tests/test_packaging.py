@@ -15,12 +15,13 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ioattn import _dist, _fatbin
 
 LIB_NAME = "libioattn_sm80.so"
 REQUIRED_SASS = {80, 90}
@@ -37,10 +38,10 @@ LINKER_SYMBOLS = {"_init", "_fini", "_edata", "_end", "__bss_start"}
 
 
 def _distribution() -> md.Distribution | None:
-    try:
-        return md.distribution("ioattn")
-    except md.PackageNotFoundError:
-        return None
+    """The distribution that installed `ioattn`: a source build or a per-CUDA-major wheel."""
+    names = _dist.installed()
+    assert len(names) <= 1, f"several ioattn distributions installed: {names}"
+    return md.distribution(names[0]) if names else None
 
 
 DIST = _distribution()
@@ -105,58 +106,10 @@ def _cuobjdump() -> str | None:
     return None
 
 
-def _elf_sections(path: Path) -> dict[str, bytes]:
-    """Section name -> contents of a little-endian ELF64 file."""
-    data = path.read_bytes()
-    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a little-endian ELF64"
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    names_at = headers[shstrndx][4]
-    sections = {}
-    for name_off, sh_type, _flags, _addr, offset, size, *_ in headers:
-        start = names_at + name_off
-        name = data[start : data.index(b"\0", start)].decode()
-        sections[name] = b"" if sh_type == 8 else data[offset : offset + size]  # 8: NOBITS
-    return sections
-
-
-FATBIN_MAGIC = 0xBA55ED50
-FATBIN_PTX, FATBIN_ELF = 1, 2
-
-
-def parse_fatbin(blob: bytes) -> list[tuple[int, int]]:
-    """(kind, arch) of every entry of the fat binaries in an .nv_fatbin section.
-
-    Layout: a 16-byte header (magic u32, version u16, header size u16, payload size u64),
-    then entries, each with a header of kind u16 (1 PTX, 2 ELF), u16, header size u32,
-    payload size u64, ..., arch u32 at byte 28. Entry headers are never compressed.
-    """
-    entries = []
-    off = 0
-    while off + 16 <= len(blob):
-        magic, _version, header_size, size = struct.unpack_from("<IHHQ", blob, off)
-        if magic != FATBIN_MAGIC:
-            off += 8  # fat binaries are 8-byte aligned inside the section
-            continue
-        pos, end = off + header_size, off + header_size + size
-        while pos + 32 <= end:
-            kind, _, entry_header, entry_size = struct.unpack_from("<HHIQ", blob, pos)
-            (arch,) = struct.unpack_from("<I", blob, pos + 28)
-            entries.append((kind, arch))
-            pos += entry_header + entry_size
-        off = end
-    return entries
-
-
 def _archs_parsed(path: Path) -> tuple[set[int], set[int]]:
-    sections = _elf_sections(path)
-    assert ".nv_fatbin" in sections, f"{path.name} has no .nv_fatbin section: no device code"
-    entries = parse_fatbin(sections[".nv_fatbin"])
-    return (
-        {a for k, a in entries if k == FATBIN_ELF},
-        {a for k, a in entries if k == FATBIN_PTX},
-    )
+    fatbins = _fatbin.library_fatbins(path)
+    assert fatbins, f"{path.name} has no .nv_fatbin section: no device code"
+    return _fatbin.archs(fatbins, _fatbin.KIND_ELF), _fatbin.archs(fatbins, _fatbin.KIND_PTX)
 
 
 def _archs_cuobjdump(exe: str, path: Path) -> tuple[set[int], set[int]]:
@@ -241,6 +194,31 @@ def test_build_info_matches_binary(library: Path) -> None:
         f"build_info ptx {info.get('ptx')} vs {how} {sorted(ptx)}"
     )
     assert info.get("kernels"), "build_info lists no kernels"
+
+
+def test_one_fat_binary_per_kernel_with_every_arch(library: Path) -> None:
+    # Each kernel is loaded from its own fat binary, so each one must hold every arch that
+    # build_info claims (a GPU finds no fallback in a neighbouring fat binary).
+    info = _build_info(library)
+    fatbins = _fatbin.library_fatbins(library)
+    assert len(fatbins) == len(info["kernels"]), (
+        f"{len(fatbins)} fat binaries for {len(info['kernels'])} kernels"
+    )
+    for i, entries in enumerate(fatbins):
+        sass = {e.arch for e in entries if e.kind == _fatbin.KIND_ELF}
+        ptx = {e.arch for e in entries if e.kind == _fatbin.KIND_PTX}
+        assert (sass, ptx) == (set(info["sass"]), set(info["ptx"])), (
+            f"fat binary {i} ({info['kernels'][i]}): SASS {sorted(sass)}, PTX {sorted(ptx)}"
+        )
+
+
+def test_build_info_names_its_toolchain(library: Path) -> None:
+    info = _build_info(library)
+    assert info.get("device_compiler") in ("nvcc", "nvrtc"), info.get("device_compiler")
+    assert re.fullmatch(r"\d+\.\d+", str(info.get("cuda"))), info.get("cuda")
+    dist = DIST.metadata["Name"] if DIST is not None else ""
+    if dist.startswith("ioattn-cu"):  # a per-CUDA-major wheel carries that major's runtime
+        assert str(info["cuda"]).split(".")[0] == dist.removeprefix("ioattn-cu"), (dist, info)
 
 
 def test_exports_only_the_c_abi(library: Path) -> None:

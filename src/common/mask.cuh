@@ -8,9 +8,8 @@
 //               [i + (sk - sq) - left, i + (sk - sq) + right] intersected with [0, sk).
 #pragma once
 
-#include <cstdint>
-
 #include "common/params.h"
+#include "common/portable.h"
 
 namespace ioattn {
 

@@ -2,7 +2,7 @@
 // derived constants the kernels need. Shared by the SM80 and SM90 libraries.
 #pragma once
 
-#include <cstdint>
+#include "common/portable.h"
 
 namespace ioattn {
 

@@ -1,7 +1,7 @@
 // Tile schedulers: map a CTA to the (m_block, head, batch) tile it computes.
 #pragma once
 
-#include <cstdint>
+#include "common/portable.h"
 
 namespace ioattn {
 
@@ -12,16 +12,12 @@ struct TileCoord {
 };
 
 // One tile per CTA, grid.x = num_m_blocks * num_heads * batch (1-D, so batch * heads may
-// exceed the 65535 limit of grid.y/z). The m-block varies fastest so that CTAs running together
-// share the same K/V in L2. With kHeaviestFirst (causal/local, where later query blocks visit
-// more keys), m-blocks run in descending order so the long tiles start first and the short
-// ones fill the tail.
+// exceed the 65535 limit of grid.y/z; common/host/launch_fwd.cpp sizes the grid). The m-block
+// varies fastest so that CTAs running together share the same K/V in L2. With kHeaviestFirst
+// (causal/local, where later query blocks visit more keys), m-blocks run in descending order so the
+// long tiles start first and the short ones fill the tail.
 template <bool kHeaviestFirst>
 struct SingleTileScheduler {
-  static int64_t grid_size(int num_m_blocks, int num_heads, int batch) {
-    return int64_t(num_m_blocks) * num_heads * batch;
-  }
-
   __device__ static TileCoord tile(int num_m_blocks, int num_heads) {
     const int64_t idx = blockIdx.x;
     const int m = int(idx % num_m_blocks);

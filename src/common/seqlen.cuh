@@ -1,9 +1,8 @@
 // Per-sequence lengths and row offsets, dense or varlen. Read once per tile.
 #pragma once
 
-#include <cstdint>
-
 #include "common/params.h"
+#include "common/portable.h"
 
 namespace ioattn {
 

@@ -10,7 +10,7 @@
 // A row that ends with sum 0 gets O = 0 and LSE = -inf.
 #pragma once
 
-#include <cmath>
+#include "common/portable.h"
 
 namespace ioattn {
 
@@ -30,7 +30,7 @@ struct OnlineSoftmax {
   __device__ explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      row_max[r] = -INFINITY;
+      row_max[r] = neg_inf();
       row_sum[r] = 0.f;
     }
   }
@@ -51,7 +51,7 @@ struct OnlineSoftmax {
         }
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        const float m_scaled = m == -INFINITY ? 0.f : m * scale_log2;
+        const float m_scaled = m == neg_inf() ? 0.f : m * scale_log2;
         // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
         const float correction = exp2_approx(row_max[r] * scale_log2 - m_scaled);
         row_max[r] = m;
@@ -90,8 +90,8 @@ struct OnlineSoftmax {
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
         const bool empty = !(sum > 0.f);  // also catches NaN
         const float inv = empty ? 0.f : 1.f / sum;
-        const float m_scaled = row_max[r] == -INFINITY ? 0.f : row_max[r] * scale_log2;
-        lse[r] = empty ? -INFINITY : (m_scaled + __log2f(sum)) * kLn2;
+        const float m_scaled = row_max[r] == neg_inf() ? 0.f : row_max[r] * scale_log2;
+        lse[r] = empty ? neg_inf() : (m_scaled + __log2f(sum)) * kLn2;
 #pragma unroll
         for (int dt = 0; dt < kDT; ++dt) {
           o[mt][dt][2 * h] *= inv;

@@ -2,8 +2,7 @@
 // query tile. O goes through shared memory so that global stores are full 16-byte rows.
 #pragma once
 
-#include <cstdint>
-
+#include "common/portable.h"
 #include "sm80/ptx.cuh"
 
 namespace ioattn::sm80 {
@@ -80,7 +79,7 @@ struct EpilogueFwd {
           make_uint4(0, 0, 0, 0);
     }
     for (int row = threadIdx.x; row < rows_valid; row += Mainloop::kNThreads) {
-      lse_out[m_begin + row] = -INFINITY;
+      lse_out[m_begin + row] = neg_inf();
     }
   }
 };

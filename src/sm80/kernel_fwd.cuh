@@ -2,8 +2,6 @@
 // coordinates, sequence bounds and key-block range; the mainloop computes; the epilogue stores.
 #pragma once
 
-#include <cstdint>
-
 #include "common/mask.cuh"
 #include "common/params.h"
 #include "common/scheduler.cuh"
@@ -23,8 +21,6 @@ struct FwdKernel {
   static constexpr int kNThreads = Mainloop::kNThreads;
   static constexpr int kMinBlocksPerSM = Mainloop::kMinBlocksPerSM;
   static constexpr int kSmemBytes = sizeof(typename Mainloop::SharedStorage);
-
-  static int num_m_blocks(const FwdParams &p) { return (p.seqlen_q + kBlockM - 1) / kBlockM; }
 
   __device__ static void run(const FwdParams &p, char *smem_raw) {
     auto &smem = *reinterpret_cast<typename Mainloop::SharedStorage *>(smem_raw);
@@ -63,12 +59,5 @@ struct FwdKernel {
                     seq.seqlen_q, p.head_dim);
   }
 };
-
-template <class Kernel>
-__global__ void __launch_bounds__(Kernel::kNThreads, Kernel::kMinBlocksPerSM)
-    fwd_kernel(const __grid_constant__ FwdParams params) {
-  extern __shared__ __align__(128) char smem[];
-  Kernel::run(params, smem);
-}
 
 }  // namespace ioattn::sm80

@@ -5,10 +5,9 @@
 // fragments are repacked in place as the A operand of P.V).
 #pragma once
 
-#include <cstdint>
-
 #include "common/mask.cuh"
 #include "common/params.h"
+#include "common/portable.h"
 #include "common/softmax.cuh"
 #include "sm80/ptx.cuh"
 #include "sm80/smem_tile.cuh"
@@ -188,7 +187,7 @@ struct MainloopFwd {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int col = n_block * kBlockN + nt * 8 + 2 * (lane % 4) + e;
-            if (col < keys.lo || col >= keys.hi) s[mt][nt][2 * h + e] = -INFINITY;
+            if (col < keys.lo || col >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
           }
         }
       }

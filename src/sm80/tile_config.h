@@ -18,6 +18,8 @@
 //   256  window  64   64   4     1       no          96          2
 #pragma once
 
+#include "common/portable.h"
+
 namespace ioattn::sm80 {
 
 struct FwdTileConfig {
@@ -29,7 +31,7 @@ struct FwdTileConfig {
   int stages;
 };
 
-constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
+IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
 #ifdef IOATTN_TILE_HEAD_DIM
   // Tuning builds only (CMake IOATTN_SM80_FWD_TILE_OVERRIDE, see ci/tune_sm80.py).
   if (head_dim == IOATTN_TILE_HEAD_DIM) {
@@ -54,7 +56,7 @@ constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
 
 // Dynamic shared memory of the forward kernel: the Q tile (reused to stage O) and `stages`
 // K and V tiles, 2 bytes per element.
-constexpr int fwd_smem_bytes(int head_dim, bool window) {
+IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
   const FwdTileConfig c = fwd_tile_config(head_dim, window);
   return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }

@@ -18,6 +18,8 @@ from typing import Any
 
 DISTRIBUTIONS = (
     "ioattn",
+    "ioattn-cu12",
+    "ioattn-cu13",
     "torch",
     "triton",
     "numpy",

@@ -10,6 +10,7 @@
 #include "common/host/error.h"
 #include "common/host/fwd_args.h"
 #include "common/host/kernel_table.h"
+#include "common/host/launch_fwd.h"
 
 namespace {
 
@@ -138,7 +139,8 @@ int32_t ioattn_fwd(const ioattn_fwd_args *args) {
   if (int32_t s = ioattn::plan_fwd(args, &plan); s != IOATTN_OK) return s;
   if (plan.kernel == nullptr) return IOATTN_OK;
   return on_device(args->device, [&] {
-    const cudaError_t err = plan.kernel->run(plan.params, static_cast<cudaStream_t>(args->stream));
+    const cudaError_t err =
+        ioattn::launch_fwd(*plan.kernel, plan.params, static_cast<cudaStream_t>(args->stream));
     if (err != cudaSuccess) {
       return ioattn::fail(IOATTN_ERR_CUDA,
                           std::string("forward kernel launch failed: ") + cudaGetErrorString(err));

@@ -2,23 +2,25 @@
 // head dims and dtypes: one entry per compiled forward variant, plus the build description.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
 #include <cstdint>
 
-#include "common/params.h"
+#include "common/host/device_code.h"
 
 namespace ioattn {
-
-using FwdRunFn = cudaError_t (*)(const FwdParams &, cudaStream_t);
 
 struct FwdKernelEntry {
   int32_t dtype;     // enum ioattn_dtype
   int32_t head_dim;  // compiled head dim (runs any multiple of 8 up to it)
   bool window;       // MaskWindow (causal / local) instead of MaskFull
   bool softcap;      // TanhSoftcap instead of NoSoftcap
-  int32_t smem_bytes;
-  FwdRunFn run;
+  // Launch shape, from the library's tile configuration (the kernel static_asserts that it
+  // agrees): one CTA of num_threads per block_m query rows of one (head, batch).
+  int32_t block_m;
+  int32_t num_threads;
+  int32_t smem_bytes;  // dynamic shared memory per CTA
+  const char *symbol;  // extern "C" name of the __global__ entry point
+  DeviceImage image;   // the fat binary holding it
+  LazyKernel *kernel;  // its handle, loaded on first launch
 };
 
 extern const FwdKernelEntry kFwdKernels[];
