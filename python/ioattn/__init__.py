@@ -7,8 +7,7 @@ PyTorch reference. Importing ioattn never fails for want of a GPU or a kernel li
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
+from ioattn import _dist
 from ioattn._backend import available_backends
 from ioattn.interface import (
     flash_attn_func,
@@ -19,10 +18,7 @@ from ioattn.interface import (
     flash_attn_varlen_qkvpacked_func,
 )
 
-try:
-    __version__ = _metadata.version("ioattn")
-except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"
+__version__ = _dist.version()
 
 __all__ = [
     "__version__",

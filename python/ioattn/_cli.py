@@ -60,14 +60,16 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    """Version and distribution, e.g. ``0.1.0 (ioattn-cu12)``; warns about several installed."""
+    from ioattn import _dist
 
-        return version("ioattn")
-    except Exception:  # not installed (running from a source tree)
-        import ioattn
-
-        return str(getattr(ioattn, "__version__", "unknown"))
+    names = _dist.installed()
+    if not names:
+        return f"{_dist.version()} (not installed: source tree)"
+    text = f"{_dist.version()} ({', '.join(names)})"
+    if len(names) > 1:
+        text += "  WARNING: several ioattn distributions share one module; keep one"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +217,8 @@ def _print_libraries(env: _Env) -> None:
         ptx = " ".join(f"compute_{a}" for a in info.get("ptx", []))
         print(
             f"  {name}: {entry.get('path', '')}\n"
-            f"    abi {info.get('abi', '?')}, CUDA {info.get('cuda', '?')}, "
-            f"SASS {sass or '-'}, PTX {ptx or '-'}"
+            f"    abi {info.get('abi', '?')}, CUDA {info.get('cuda', '?')} "
+            f"({info.get('device_compiler', '?')}), SASS {sass or '-'}, PTX {ptx or '-'}"
         )
         for line in _kernel_summary(info.get("kernels", [])):
             print(f"    {line}")
