@@ -16,10 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ioattn import _dist
+
 DISTRIBUTIONS = (
-    "ioattn",
-    "ioattn-cu12",
-    "ioattn-cu13",
+    *_dist.DISTRIBUTIONS,  # whichever distribution installed ioattn
     "torch",
     "triton",
     "numpy",
