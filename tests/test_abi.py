@@ -33,7 +33,7 @@ def lib(request: pytest.FixtureRequest) -> _abi.Library:
 
 
 def test_abi_version(lib: _abi.Library) -> None:
-    assert lib.abi_version() == _abi.ABI_VERSION == 1
+    assert lib.abi_version() == _abi.ABI_VERSION == 2
 
 
 @pytest.mark.parametrize("struct_name", sorted(_abi.STRUCTS))
@@ -77,12 +77,21 @@ def test_build_info_shape(lib: _abi.Library) -> None:
     kernels = info["kernels"]
     assert isinstance(kernels, list) and kernels, "no kernels listed"
     for kernel in kernels:
-        assert isinstance(kernel["op"], str) and kernel["op"], kernel
+        assert kernel["op"] in {"fwd", "bwd", "bwd_pre", "bwd_post"}, kernel
         assert kernel["dtype"] in {"fp16", "bf16"}, kernel
-        assert kernel["head_dim"] in COMPILED_HEAD_DIMS, kernel
-        assert isinstance(kernel["mask"], str), kernel
-        assert isinstance(kernel["softcap"], bool), kernel
-    assert any(k["op"] == "fwd" for k in kernels), "no forward kernel"
+        if kernel["op"] in {"fwd", "bwd"}:  # attention variants; the helpers are per dtype
+            assert kernel["head_dim"] in COMPILED_HEAD_DIMS, kernel
+            assert isinstance(kernel["mask"], str), kernel
+            assert isinstance(kernel["softcap"], bool), kernel
+    variants = {
+        op: {(k["dtype"], k["head_dim"], k["mask"], k["softcap"]) for k in kernels if k["op"] == op}
+        for op in ("fwd", "bwd")
+    }
+    assert variants["fwd"], "no forward kernel"
+    assert variants["bwd"] == variants["fwd"], "every forward variant has its backward"
+    for helper in ("bwd_pre", "bwd_post"):
+        dtypes = {k["dtype"] for k in kernels if k["op"] == helper}
+        assert dtypes == {d for d, *_ in variants["bwd"]}, f"{helper}: one per dtype"
     assert lib.build_info() == info  # parsed once, cached
 
 
@@ -107,8 +116,7 @@ _LAYOUT_PROGRAM = r"""
 #define F(s, f) printf("%s %s %zu %zu\n", #s, #f, offsetof(s, f), sizeof(((s *)0)->f));
 int main(void) {
 @FIELDS@
-  printf("%s @sizeof %zu\n", "ioattn_fwd_args", sizeof(ioattn_fwd_args));
-  printf("%s @sizeof %zu\n", "ioattn_field", sizeof(ioattn_field));
+@SIZES@
   printf("abi %d\n", IOATTN_ABI_VERSION);
   return 0;
 }
@@ -126,7 +134,9 @@ def test_binding_matches_header(tmp_path: Path) -> None:
     for c_name, struct in _abi.STRUCTS.items():
         lines += [f"  F({c_name}, {entry[0]})" for entry in struct._fields_]
     source = tmp_path / "layout.c"
-    source.write_text(_LAYOUT_PROGRAM.replace("@FIELDS@", "\n".join(lines)))
+    sizes = [f'  printf("%s @sizeof %zu\\n", "{c}", sizeof({c}));' for c in _abi.STRUCTS]
+    program = _LAYOUT_PROGRAM.replace("@FIELDS@", "\n".join(lines))
+    source.write_text(program.replace("@SIZES@", "\n".join(sizes)))
     exe = tmp_path / "layout"
     subprocess.run(
         [compiler, "-std=c99", "-I", str(HEADER.parents[1]), str(source), "-o", str(exe)],

@@ -256,6 +256,9 @@ int32_t ioattn_fwd_supported(const int64_t *args) {
   return 0;
 }
 int32_t ioattn_fwd(const int64_t *args) { strcpy(last, "stub: no device"); return 3; }
+int32_t ioattn_bwd_workspace_size(const int64_t *args, int64_t *bytes) { *bytes = 0; return 0; }
+int32_t ioattn_bwd_supported(const int64_t *args) { return 0; }
+int32_t ioattn_bwd(const int64_t *args) { strcpy(last, "stub: no device"); return 3; }
 """
 
 
@@ -278,22 +281,23 @@ def _build_stub(directory: Path, abi: int) -> None:
 def test_abi_mismatch_is_ignored_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _build_stub(tmp_path, abi=2)
+    _build_stub(tmp_path, abi=_abi.ABI_VERSION + 1)
     monkeypatch.setenv(_abi.LIBRARY_DIR_ENV, str(tmp_path))
-    with pytest.warns(RuntimeWarning, match="has ABI version 2 but"):
+    other = f"ABI version {_abi.ABI_VERSION + 1}"
+    with pytest.warns(RuntimeWarning, match=f"has {other} but"):
         assert _abi.load_library("sm80") is None
-    assert "ABI version 2" in _abi.load_error("sm80")
+    assert other in _abi.load_error("sm80")
     assert ioattn.available_backends() == ["reference"]
 
 
 def test_stub_library_through_ctypes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real shared library behind the binding: support query, refusal reasons, failures."""
-    _build_stub(tmp_path, abi=1)
+    _build_stub(tmp_path, abi=_abi.ABI_VERSION)
     monkeypatch.setenv(_abi.LIBRARY_DIR_ENV, str(tmp_path))
     monkeypatch.delenv(_backend.BACKEND_ENV, raising=False)
     monkeypatch.setattr(_backend, "device_capability", lambda index: (8, 0))
     lib = _abi.load_library("sm80")
-    assert lib is not None and lib.abi_version() == 1
+    assert lib is not None and lib.abi_version() == _abi.ABI_VERSION
     assert lib.build_info()["library"] == "sm80"
     assert ioattn.available_backends() == ["sm80", "reference"]
     args = _abi.FwdArgs(struct_size=_abi.FWD_ARGS_SIZE, head_dim=64)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """The ABI version this binding was written for (``IOATTN_ABI_VERSION``)."""
 
 LIBRARY_NAMES = ("sm80", "sm90")
@@ -92,6 +92,53 @@ class FwdArgs(ctypes.Structure):
 FWD_ARGS_SIZE = ctypes.sizeof(FwdArgs)
 
 
+def _strides(*names: str) -> list[tuple[str, type[ctypes._SimpleCData]]]:
+    return [(f"{n}_{part}_stride", _i64) for n in names for part in ("batch", "row", "head")]
+
+
+class BwdArgs(ctypes.Structure):
+    """``ioattn_bwd_args``: a backward call (forward's tensors, dout, dq/dk/dv, workspace)."""
+
+    _fields_ = [
+        ("struct_size", _i64),
+        ("q", _ptr),
+        ("k", _ptr),
+        ("v", _ptr),
+        ("out", _ptr),
+        ("lse", _ptr),
+        ("dout", _ptr),
+        ("dq", _ptr),
+        ("dk", _ptr),
+        ("dv", _ptr),
+        ("cu_seqlens_q", _ptr),
+        ("cu_seqlens_k", _ptr),
+        ("workspace", _ptr),
+        ("workspace_bytes", _i64),
+        *_strides("q", "k", "v", "out", "dout", "dq", "dk", "dv"),
+        ("lse_batch_stride", _i64),
+        ("lse_head_stride", _i64),
+        ("batch", _i64),
+        ("seqlen_q", _i64),
+        ("seqlen_k", _i64),
+        ("total_q", _i64),
+        ("num_heads", _i64),
+        ("num_heads_k", _i64),
+        ("head_dim", _i64),
+        ("window_left", _i64),
+        ("window_right", _i64),
+        ("softmax_scale", ctypes.c_float),
+        ("softcap", ctypes.c_float),
+        ("dtype", _i32),
+        ("device", _i32),
+        ("deterministic", _i32),
+        ("reserved", _i32),
+        ("stream", _ptr),
+    ]
+
+
+BWD_ARGS_SIZE = ctypes.sizeof(BwdArgs)
+
+
 class Field(ctypes.Structure):
     """``ioattn_field``: one field of an ABI struct as reported by ``ioattn_struct_layout``."""
 
@@ -102,7 +149,11 @@ class Field(ctypes.Structure):
     ]
 
 
-STRUCTS: dict[str, type[ctypes.Structure]] = {"ioattn_fwd_args": FwdArgs, "ioattn_field": Field}
+STRUCTS: dict[str, type[ctypes.Structure]] = {
+    "ioattn_fwd_args": FwdArgs,
+    "ioattn_bwd_args": BwdArgs,
+    "ioattn_field": Field,
+}
 """The Python mirror of every struct that ``ioattn_struct_layout`` knows, by C name."""
 
 
@@ -124,6 +175,10 @@ class AbiError(RuntimeError):
         self.status = status
 
 
+class AbiVersionError(RuntimeError):
+    """A library built for another ``IOATTN_ABI_VERSION`` than this binding."""
+
+
 class Library:
     """One loaded kernel library (``libioattn_sm80.so`` or ``libioattn_sm90.so``)."""
 
@@ -136,6 +191,12 @@ class Library:
 
         lib.ioattn_abi_version.argtypes = []
         lib.ioattn_abi_version.restype = _i32
+        version = int(lib.ioattn_abi_version())
+        if version != ABI_VERSION:  # its other functions may differ or be missing
+            raise AbiVersionError(
+                f"{self.path} has ABI version {version} but this ioattn Python package expects "
+                f"{ABI_VERSION}; the library is ignored (reinstall ioattn)"
+            )
         lib.ioattn_struct_layout.argtypes = [
             ctypes.c_char_p,
             ctypes.POINTER(Field),
@@ -153,10 +214,19 @@ class Library:
         lib.ioattn_fwd_supported.restype = _i32
         lib.ioattn_fwd.argtypes = [ctypes.POINTER(FwdArgs)]
         lib.ioattn_fwd.restype = _i32
+        lib.ioattn_bwd_workspace_size.argtypes = [ctypes.POINTER(BwdArgs), ctypes.POINTER(_i64)]
+        lib.ioattn_bwd_workspace_size.restype = _i32
+        lib.ioattn_bwd_supported.argtypes = [ctypes.POINTER(BwdArgs)]
+        lib.ioattn_bwd_supported.restype = _i32
+        lib.ioattn_bwd.argtypes = [ctypes.POINTER(BwdArgs)]
+        lib.ioattn_bwd.restype = _i32
 
         # Bound once: attribute lookups on a CDLL are not free.
         self._fwd_supported = lib.ioattn_fwd_supported
         self._fwd = lib.ioattn_fwd
+        self._bwd_workspace_size = lib.ioattn_bwd_workspace_size
+        self._bwd_supported = lib.ioattn_bwd_supported
+        self._bwd = lib.ioattn_bwd
         self._last_error = lib.ioattn_last_error
         self._status_string = lib.ioattn_status_string
         self._build_info: dict[str, Any] | None = None
@@ -231,6 +301,24 @@ class Library:
                 f"ioattn ({self.name}): ioattn_fwd failed: {self.describe_status(status)}", status
             )
 
+    def bwd_workspace_size(self, args: BwdArgs) -> tuple[int, int]:
+        """``(status, bytes)`` of ``ioattn_bwd_workspace_size``: the workspace ``bwd`` needs."""
+        size = _i64(0)
+        status = int(self._bwd_workspace_size(ctypes.byref(args), ctypes.byref(size)))
+        return status, int(size.value)
+
+    def bwd_status(self, args: BwdArgs) -> int:
+        """``ioattn_bwd_supported`` status code (``OK``, ``ERR_UNSUPPORTED``, ...)."""
+        return int(self._bwd_supported(ctypes.byref(args)))
+
+    def bwd(self, args: BwdArgs) -> None:
+        """Launch the backward pass on ``args.stream``; raises :class:`AbiError` on failure."""
+        status = self._bwd(ctypes.byref(args))
+        if status != OK:
+            raise AbiError(
+                f"ioattn ({self.name}): ioattn_bwd failed: {self.describe_status(status)}", status
+            )
+
 
 def library_dir() -> Path:
     """Where kernel libraries are looked up: ``$IOATTN_LIBRARY_DIR`` or ``ioattn/lib``."""
@@ -295,12 +383,8 @@ def _load(name: str) -> tuple[Library | None, str]:
         return None, f"not found: {path}"
     try:
         lib = Library(path, name)
+    except AbiVersionError as exc:
+        return None, str(exc)
     except (OSError, AttributeError) as exc:
         return None, f"could not load {path}: {exc}"
-    version = lib.abi_version()
-    if version != ABI_VERSION:
-        return None, (
-            f"{path} has ABI version {version} but this ioattn Python package expects "
-            f"{ABI_VERSION}; the library is ignored (reinstall ioattn)"
-        )
     return lib, ""

@@ -155,8 +155,10 @@ def select_backend(device: torch.device | str, args: _abi.FwdArgs | None = None)
     return pick(cands, args)
 
 
-def pick(cands: tuple[Backend, ...], args: _abi.FwdArgs) -> Backend:
-    """The first candidate whose library says ``fwd_supported(args)``.
+def pick(cands: tuple[Backend, ...], args: _abi.FwdArgs | _abi.BwdArgs) -> Backend:
+    """The first candidate whose library supports ``args`` (``ioattn_fwd_supported``, or
+    for :class:`~ioattn._abi.BwdArgs` ``ioattn_bwd_workspace_size``: every check but the
+    workspace's).
 
     When none does: NotImplementedError if every library answered IOATTN_ERR_UNSUPPORTED
     (valid arguments with no kernel built for them), else RuntimeError; both carry the
@@ -166,9 +168,13 @@ def pick(cands: tuple[Backend, ...], args: _abi.FwdArgs) -> Backend:
         return cands[0]
     reasons = []
     unsupported_only = True
+    backward = isinstance(args, _abi.BwdArgs)
     for backend in cands:
         assert backend.library is not None
-        status = backend.library.fwd_status(args)
+        if backward:  # everything but the workspace, which the caller allocates after this
+            status, _ = backend.library.bwd_workspace_size(args)  # type: ignore[arg-type]
+        else:
+            status = backend.library.fwd_status(args)  # type: ignore[arg-type]
         if status == _abi.OK:
             return backend
         unsupported_only = unsupported_only and status == _abi.ERR_UNSUPPORTED

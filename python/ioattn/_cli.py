@@ -120,10 +120,12 @@ def _kernel_summary(kernels: Sequence[dict[str, Any]]) -> list[str]:
         for key in keys:
             values = sorted({str(k.get(key)).lower() for k in items if key in k})
             extra.append(f"{key} {'/'.join(values)}")
-        text = f"{op} {dtype}: head_dim {','.join(map(str, dims)) or '-'}"
+        text = f"{op} {dtype}: " + (
+            f"head_dim {','.join(map(str, dims))}" if dims else "any head_dim"
+        )
         if extra:
             text += "; " + "; ".join(extra)
-        lines.append(f"{text}  ({len(items)} kernels)")
+        lines.append(f"{text}  ({len(items)} kernel{'s' if len(items) != 1 else ''})")
     return lines
 
 

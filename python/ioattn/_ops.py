@@ -1,9 +1,10 @@
 """torch.library ops of ioattn (``torch.ops.ioattn.*``).
 
-``ioattn::fwd`` computes ``(out, lse)``. The CPU kernel is the tiled reference; the CUDA
-kernel allocates out/lse with torch (the libraries never allocate), fills the C ABI struct
-and launches the chosen library on the current stream of the tensors' device. The fake
-kernel gives shapes for torch.compile. The op expects arguments already checked by
+``ioattn::fwd`` computes ``(out, lse)``; ``ioattn::bwd`` computes ``(dq, dk, dv)`` from dout
+and the forward's inputs, out and lse. The CPU kernels are the tiled reference; the CUDA
+kernels allocate outputs (and the backward's workspace) with torch (the libraries never
+allocate), fill the C ABI struct and launch the chosen library on the current stream of the
+tensors' device. The fake kernels give shapes for torch.compile. The op expects arguments already checked by
 ``_validate`` (the public functions in ``interface.py`` do that); the libraries check the
 struct again themselves.
 """
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from ioattn import _abi, _backend, reference
 
-__all__ = ["fwd", "needs_copy", "aligned_view"]
+__all__ = ["aligned_view", "bwd", "fwd", "needs_copy"]
 
 _LIB = torch.library.Library("ioattn", "FRAGMENT")  # kept alive by this module
 
@@ -27,7 +28,15 @@ _FWD_SCHEMA = (
     "int window_right, float softcap) -> (Tensor out, Tensor lse)"
 )
 
+_BWD_SCHEMA = (
+    "(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor? cu_seqlens_q, "
+    "Tensor? cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, float softmax_scale, "
+    "int window_left, int window_right, float softcap, bool deterministic) "
+    "-> (Tensor dq, Tensor dk, Tensor dv)"
+)
+
 torch.library.define("ioattn::fwd", _FWD_SCHEMA, lib=_LIB)
+torch.library.define("ioattn::bwd", _BWD_SCHEMA, lib=_LIB)
 
 _register_fake = getattr(torch.library, "register_fake", None) or torch.library.impl_abstract
 
@@ -236,6 +245,195 @@ def _launch(cands: tuple[_backend.Backend, ...], args: _abi.FwdArgs) -> None:
     backend.library.fwd(args)
 
 
+def _bwd_reference(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = reference.attention_backward_tiled(
+        dout,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        softmax_scale=softmax_scale,
+        window_size=(window_left, window_right),
+        softcap=softcap,
+    )
+    return dq.contiguous(), dk.contiguous(), dv.contiguous()
+
+
+def _bwd_cpu(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    _backend.candidates(q.device)  # CPU: always the reference; still rejects a bad IOATTN_BACKEND
+    return _bwd_reference(
+        dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, softmax_scale, window_left,
+        window_right, softcap,
+    )  # fmt: skip
+
+
+def _bwd_cuda(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    qshape, kshape = q.shape, k.shape
+    num_heads, head_dim = qshape[-2], qshape[-1]
+    dq = q.new_empty(qshape)  # packed: strides follow from the shapes
+    dk = k.new_empty(kshape)
+    dv = v.new_empty(kshape)
+    if dq.numel() == 0 or dk.numel() == 0:
+        # No queries or no keys: no attention, so zero gradients (never an empty grid).
+        return dq.zero_(), dk.zero_(), dv.zero_()
+
+    cands = _backend.candidates(q.device)
+    index = q.get_device()
+    if cands[0].is_reference:  # forced with IOATTN_BACKEND=reference
+        with torch.cuda.device(index):
+            return _bwd_reference(
+                dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, softmax_scale,
+                window_left, window_right, softcap,
+            )  # fmt: skip
+
+    dout, ds = _aligned(dout)
+    q, qs = _aligned(q)
+    k, ks = _aligned(k)
+    v, vs = _aligned(v)
+    out, os_ = _aligned(out)
+    lse = lse.contiguous()
+    row = num_heads * head_dim
+    row_k = kshape[-2] * head_dim
+    if cu_seqlens_q is not None:
+        assert cu_seqlens_k is not None
+        cu_seqlens_q = cu_seqlens_q.contiguous()
+        cu_seqlens_k = cu_seqlens_k.contiguous()
+        cu_q_ptr, cu_k_ptr = cu_seqlens_q.data_ptr(), cu_seqlens_k.data_ptr()
+        batch = cu_seqlens_q.shape[0] - 1
+        total_q = qshape[0]
+        seqlen_q, seqlen_k = max_seqlen_q, max_seqlen_k
+        strides = (
+            0, qs[0], qs[1], 0, ks[0], ks[1], 0, vs[0], vs[1], 0, os_[0], os_[1],
+            0, ds[0], ds[1], 0, row, head_dim, 0, row_k, head_dim, 0, row_k, head_dim,
+            0, total_q,
+        )  # fmt: skip
+    else:
+        cu_q_ptr = cu_k_ptr = None
+        batch, seqlen_q = qshape[0], qshape[1]
+        seqlen_k = kshape[1]
+        total_q = batch * seqlen_q
+        strides = (
+            *qs[:3], *ks[:3], *vs[:3], *os_[:3], *ds[:3],
+            seqlen_q * row, row, head_dim, seqlen_k * row_k, row_k, head_dim,
+            seqlen_k * row_k, row_k, head_dim, num_heads * seqlen_q, seqlen_q,
+        )  # fmt: skip
+    args = _abi.BwdArgs(
+        _abi.BWD_ARGS_SIZE,
+        q.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        lse.data_ptr(),
+        dout.data_ptr(),
+        dq.data_ptr(),
+        dk.data_ptr(),
+        dv.data_ptr(),
+        cu_q_ptr,
+        cu_k_ptr,
+        None,
+        0,
+        *strides,
+        batch,
+        seqlen_q,
+        seqlen_k,
+        total_q,
+        num_heads,
+        kshape[-2],
+        head_dim,
+        window_left,
+        window_right,
+        softmax_scale,
+        softcap,
+        _DTYPE_CODES[q.dtype],
+        index,
+        int(deterministic),
+        0,
+        _current_stream(index),
+    )
+    with torch.cuda.device(index):
+        backend = _backend.pick(cands, args)
+        library = backend.library
+        assert library is not None
+        status, nbytes = library.bwd_workspace_size(args)
+        if status != _abi.OK:
+            raise RuntimeError(f"ioattn ({library.name}): {library.describe_status(status)}")
+        # The workspace stays referenced until the launch is enqueued; the caching allocator
+        # keeps it from being reused by another stream's work before the kernels ran.
+        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=q.device)
+        args.workspace = workspace.data_ptr()
+        args.workspace_bytes = nbytes
+        library.bwd(args)
+    return dq, dk, dv
+
+
+def _bwd_fake(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
 def _fwd_fake(
     q: Tensor,
     k: Tensor,
@@ -260,6 +458,9 @@ def _fwd_fake(
 torch.library.impl("ioattn::fwd", "cpu", _fwd_cpu, lib=_LIB)
 torch.library.impl("ioattn::fwd", "cuda", _fwd_cuda, lib=_LIB)
 _register_fake("ioattn::fwd", _fwd_fake, lib=_LIB)
+torch.library.impl("ioattn::bwd", "cpu", _bwd_cpu, lib=_LIB)
+torch.library.impl("ioattn::bwd", "cuda", _bwd_cuda, lib=_LIB)
+_register_fake("ioattn::bwd", _bwd_fake, lib=_LIB)
 
 
 def fwd(
@@ -288,4 +489,41 @@ def fwd(
         window_left,
         window_right,
         softcap,
+    )
+
+
+def bwd(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None,
+    cu_seqlens_k: Tensor | None,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    softmax_scale: float,
+    window_left: int,
+    window_right: int,
+    softcap: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``torch.ops.ioattn.bwd``: (dq like q, dk like k, dv like v), all packed."""
+    return torch.ops.ioattn.bwd(
+        dout,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        max_seqlen_q,
+        max_seqlen_k,
+        softmax_scale,
+        window_left,
+        window_right,
+        softcap,
+        deterministic,
     )

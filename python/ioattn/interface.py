@@ -16,10 +16,10 @@ Semantics:
 * MQA/GQA: num_heads must be a multiple of num_heads_k; query head h reads key/value head
   ``h // (num_heads // num_heads_k)``.
 
-Forward only, for now: dropout (``dropout_p > 0``), ALiBi (``alibi_slopes``) and paged KV
-(``block_table``) raise NotImplementedError, and so does ``backward()`` through an output
-(inference on tensors that require grad works). ``deterministic`` is accepted and ignored
-(it only concerns the backward pass).
+Training: ``backward()`` through an output gives dq, dk, dv (FlashAttention-2's backward:
+attention recomputed from the saved log-sum-exp, O(seqlen) memory). Not implemented yet, with
+NotImplementedError: dropout (``dropout_p > 0``), ALiBi (``alibi_slopes``), paged KV
+(``block_table``) and ``deterministic=True`` (raised by the backward pass).
 """
 
 from __future__ import annotations
@@ -42,16 +42,12 @@ __all__ = [
 ]
 
 _FWD_OP = torch.ops.ioattn.fwd.default  # registered by ioattn._ops (imported above)
-
-BACKWARD_MESSAGE = (
-    "ioattn: backward is not implemented yet (this ioattn release is forward-only); "
-    "run the forward under torch.no_grad()/torch.inference_mode() or use another "
-    "attention implementation for training"
-)
+_BWD_OP = torch.ops.ioattn.bwd.default
 
 
 class _FlashAttnFunction(torch.autograd.Function):
-    """Autograd wrapper of ``ioattn::fwd``; its backward raises NotImplementedError."""
+    """Autograd over ``ioattn::fwd`` / ``ioattn::bwd``: saves q, k, v, out and lse, and
+    recomputes attention from them in the backward (FlashAttention's memory trade)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -67,6 +63,7 @@ class _FlashAttnFunction(torch.autograd.Function):
         window_left: int,
         window_right: int,
         softcap: float,
+        deterministic: bool,
     ) -> tuple[Tensor, Tensor]:
         out, lse = _FWD_OP(
             q,
@@ -81,12 +78,24 @@ class _FlashAttnFunction(torch.autograd.Function):
             window_right,
             softcap,
         )
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
+        ctx.params = (
+            max_seqlen_q,
+            max_seqlen_k,
+            softmax_scale,
+            window_left,
+            window_right,
+            softcap,
+            deterministic,
+        )
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[None, ...]:  # type: ignore[override]
-        raise NotImplementedError(BACKWARD_MESSAGE)
+    def backward(ctx: Any, dout: Tensor, _dlse: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        dq, dk, dv = _BWD_OP(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, *ctx.params)
+        return (dq, dk, dv) + (None,) * 9
 
 
 def _forward(
@@ -101,6 +110,7 @@ def _forward(
     causal: bool,
     window: tuple[int, int],
     softcap: float,
+    deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
     """Shared tail of every public function: defaults, head_dim padding, the op."""
     head_dim = q.shape[-1]
@@ -125,7 +135,7 @@ def _forward(
         softcap,
     )
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        out, lse = _FlashAttnFunction.apply(*args)
+        out, lse = _FlashAttnFunction.apply(*args, bool(deterministic))
     else:
         out, lse = _FWD_OP(*args)
     if pad:
@@ -147,14 +157,16 @@ def _dense(
     window_size: Any,
     softcap: Any,
     alibi_slopes: Any,
+    deterministic: Any,
 ) -> tuple[Tensor, Tensor]:
     _validate.check_unsupported(dropout_p, alibi_slopes)
     q, k, v = _validate.check_qkv(q, k, v, varlen=False)
     window = _validate.check_window(window_size)
     cap = _validate.check_softcap(softcap)
     return _forward(
-        q, k, v, None, None, q.shape[1], k.shape[1], softmax_scale, bool(causal), window, cap
-    )
+        q, k, v, None, None, q.shape[1], k.shape[1], softmax_scale, bool(causal), window, cap,
+        bool(deterministic),
+    )  # fmt: skip
 
 
 def _varlen(
@@ -171,6 +183,7 @@ def _varlen(
     window_size: Any,
     softcap: Any,
     alibi_slopes: Any,
+    deterministic: Any,
     block_table: Any = None,
 ) -> tuple[Tensor, Tensor]:
     _validate.check_unsupported(dropout_p, alibi_slopes, block_table)
@@ -192,6 +205,7 @@ def _varlen(
         bool(causal),
         window,
         cap,
+        bool(deterministic),
     )
 
 
@@ -220,7 +234,8 @@ def flash_attn_func(
         window_size: (left, right) sliding window; -1 is unbounded.
         softcap: softcapping of the scores; 0.0 is off.
         alibi_slopes: must be None (ALiBi is not implemented yet: NotImplementedError).
-        deterministic: accepted for compatibility; only affects a backward pass.
+        deterministic: make the backward pass bitwise reproducible (raises
+            NotImplementedError in the backward where no deterministic kernel is built).
         return_attn_probs: also return the log-sum-exp (see Returns).
 
     Returns:
@@ -230,7 +245,10 @@ def flash_attn_func(
         log-sum-exp of each row's scaled scores (-inf for a row that sees no key). The third
         item (FA2's attention probabilities, only returned with dropout) is always None.
     """
-    out, lse = _dense(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes)
+    out, lse = _dense(
+        q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+        deterministic,
+    )  # fmt: skip
     return _result(out, lse, return_attn_probs)
 
 
@@ -257,7 +275,10 @@ def flash_attn_qkvpacked_func(
     """
     qkv = _validate.check_packed("qkv", qkv, varlen=False, parts=3)
     q, k, v = qkv.unbind(2)
-    out, lse = _dense(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes)
+    out, lse = _dense(
+        q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+        deterministic,
+    )  # fmt: skip
     return _result(out, lse, return_attn_probs)
 
 
@@ -286,7 +307,10 @@ def flash_attn_kvpacked_func(
     """
     kv = _validate.check_packed("kv", kv, varlen=False, parts=2)
     k, v = kv.unbind(2)
-    out, lse = _dense(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes)
+    out, lse = _dense(
+        q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+        deterministic,
+    )  # fmt: skip
     return _result(out, lse, return_attn_probs)
 
 
@@ -343,6 +367,7 @@ def flash_attn_varlen_func(
         window_size,
         softcap,
         alibi_slopes,
+        deterministic,
         block_table,
     )
     return _result(out, lse, return_attn_probs)
@@ -389,6 +414,7 @@ def flash_attn_varlen_qkvpacked_func(
         window_size,
         softcap,
         alibi_slopes,
+        deterministic,
     )
     return _result(out, lse, return_attn_probs)
 
@@ -436,5 +462,6 @@ def flash_attn_varlen_kvpacked_func(
         window_size,
         softcap,
         alibi_slopes,
+        deterministic,
     )
     return _result(out, lse, return_attn_probs)

@@ -8,11 +8,13 @@ with ``off = seqlen_k - seqlen_q`` (bottom-right alignment),
 ``window_right >= 0 -> j <= i + off + window_right``. Query head ``h`` reads key/value head
 ``h // (num_heads // num_heads_k)``. A row that sees no key gets out = 0 and lse = -inf.
 
-Two paths:
+Two forward paths and a backward:
 
 * :func:`attention_naive` materializes the full score matrix in fp32 (the oracle).
 * :func:`attention_tiled` walks key blocks with the online softmax (running max, rescale),
   in fp32, in O(seqlen) memory; it serves CPU tensors and a forced reference on CUDA.
+* :func:`attention_backward_tiled` is FlashAttention's backward in PyTorch: scores recomputed
+  tile by tile from the saved LSE, fp32 math, O(seqlen) memory.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["attention_naive", "attention_tiled", "normalize_window", "visible_mask"]
+__all__ = [
+    "attention_backward_tiled",
+    "attention_naive",
+    "attention_tiled",
+    "normalize_window",
+    "visible_mask",
+]
 
 
 def normalize_window(
@@ -279,3 +287,131 @@ def attention_tiled(
 
     out, lse = _run(dense, q, k, v, cu_seqlens_q, cu_seqlens_k)
     return out.to(q.dtype), lse
+
+
+def _tiled_backward_dense(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    scale: float,
+    wl: int,
+    wr: int,
+    softcap: float,
+    block_q: int,
+    block_k: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """fp32 (dq, dk, dv) of one dense batch: P recomputed from lse per (query, key) tile."""
+    b, sq, h, d = q.shape
+    sk, hk = k.shape[1], k.shape[2]
+    g = h // hk
+    dq = torch.zeros(b, sq, h, d, dtype=torch.float32, device=q.device)
+    dk = torch.zeros(b, sk, hk, d, dtype=torch.float32, device=q.device)
+    dv = torch.zeros(b, sk, hk, d, dtype=torch.float32, device=q.device)
+    if b == 0 or sq == 0 or h == 0 or sk == 0:
+        return dq, dk, dv
+    # D = rowsum(dO o O), and LSE with +inf for rows that saw no key (so their P is 0).
+    dsum = (dout.float() * out.float()).sum(-1)  # (b, sq, h)
+    dsum = dsum.reshape(b, sq, hk, g).permute(0, 2, 3, 1)  # (b, hk, g, sq)
+    lse_g = lse.float().reshape(b, hk, g, sq)
+    lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, math.inf), lse_g)
+    for qs in range(0, sq, block_q):
+        qe = min(sq, qs + block_q)
+        lo, hi = _key_range(qs, qe, sq, sk, wl, wr)
+        if lo >= hi:
+            continue
+        qf = _grouped(q[:, qs:qe], hk)  # (b, hk, g, m, d)
+        dof = _grouped(dout[:, qs:qe], hk)
+        row_lse = lse_g[..., qs:qe].unsqueeze(-1)
+        row_d = dsum[..., qs:qe].unsqueeze(-1)
+        dq_blk = torch.zeros_like(qf)
+        for ks in range(lo, hi, block_k):
+            ke = min(hi, ks + block_k)
+            kf = k[:, ks:ke].float().permute(0, 2, 1, 3)  # (b, hk, n, d)
+            vf = v[:, ks:ke].float().permute(0, 2, 1, 3)
+            raw = torch.matmul(qf, kf.unsqueeze(2).transpose(-1, -2))  # (b, hk, g, m, n)
+            if softcap > 0.0:
+                t = torch.tanh(raw * (scale / softcap))
+                s, dscore = t * softcap, (1.0 - t * t) * scale
+            else:
+                s, dscore = raw * scale, None
+            if wl >= 0 or wr >= 0:
+                mask = visible_mask(sq, sk, wl, wr, q.device, qs, qe, ks, ke)
+                s = s.masked_fill(~mask, float("-inf"))
+            p = torch.exp(s - row_lse)
+            dv[:, ks:ke] += torch.einsum("bhgmn,bhgmd->bnhd", p, dof)
+            dp = torch.matmul(dof, vf.unsqueeze(2).transpose(-1, -2))
+            ds = p * (dp - row_d)
+            ds = ds * dscore if dscore is not None else ds * scale
+            dq_blk += torch.matmul(ds, kf.unsqueeze(2))
+            dk[:, ks:ke] += torch.einsum("bhgmn,bhgmd->bnhd", ds, qf)
+        dq[:, qs:qe] = _ungrouped(dq_blk)
+    return dq, dk, dv
+
+
+def attention_backward_tiled(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_q: Tensor | None = None,
+    cu_seqlens_k: Tensor | None = None,
+    *,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    block_q: int = 128,
+    block_k: int = 256,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(dq, dk, dv)`` of attention given ``dout``, the forward's ``out`` and ``lse``.
+
+    Layouts as :func:`attention_tiled` (lse as it returns it). Math in fp32, one
+    (block_q x block_k) score tile at a time; the gradients come back in the inputs' dtype.
+    GQA/MQA: dk and dv sum over the query heads of a group.
+    """
+    if block_k <= 0 or block_q <= 0:
+        raise ValueError("block_q and block_k must be positive")
+    if (cu_seqlens_q is None) != (cu_seqlens_k is None):
+        raise ValueError("cu_seqlens_q and cu_seqlens_k must be given together")
+    scale = _scale_of(q, softmax_scale)
+    wl, wr = normalize_window(causal, window_size)
+
+    def dense(
+        do_: Tensor, qq: Tensor, kk: Tensor, vv: Tensor, oo: Tensor, ll: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return _tiled_backward_dense(
+            do_, qq, kk, vv, oo, ll, scale, wl, wr, float(softcap), block_q, block_k
+        )
+
+    if cu_seqlens_q is None:
+        _check_common(q, k, v, varlen=False)
+        dq, dk, dv = dense(dout, q, k, v, out, lse)
+    else:
+        assert cu_seqlens_k is not None
+        _check_common(q, k, v, varlen=True)
+        dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        dk = torch.zeros(k.shape, dtype=torch.float32, device=q.device)
+        dv = torch.zeros(v.shape, dtype=torch.float32, device=q.device)
+        cq = [int(x) for x in cu_seqlens_q.tolist()]
+        ck = [int(x) for x in cu_seqlens_k.tolist()]
+        if len(cq) != len(ck):
+            raise ValueError("cu_seqlens_q and cu_seqlens_k must have the same length")
+        for i in range(len(cq) - 1):
+            q0, q1, k0, k1 = cq[i], cq[i + 1], ck[i], ck[i + 1]
+            if q1 <= q0 or k1 <= k0:
+                continue
+            dq_i, dk_i, dv_i = dense(
+                dout[None, q0:q1],
+                q[None, q0:q1],
+                k[None, k0:k1],
+                v[None, k0:k1],
+                out[None, q0:q1],
+                lse[None, :, q0:q1],
+            )
+            dq[q0:q1], dk[k0:k1], dv[k0:k1] = dq_i[0], dk_i[0], dv_i[0]
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

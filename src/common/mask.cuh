@@ -1,6 +1,7 @@
-// Mask policies. A policy tells the mainloop which key blocks a query tile visits, which of
-// them need element-wise masking (only boundary blocks do: the inner blocks run unmasked), and
-// the visible key range [lo, hi) of one query row.
+// Mask policies. A policy tells the mainloop which key blocks a query tile visits (forward) or
+// which query blocks a key tile visits (backward), which (query block, key block) pairs need
+// element-wise masking (only boundary blocks do: the inner blocks run unmasked), and the
+// visible key range [lo, hi) of one query row.
 //
 //   MaskFull    every key of the sequence is visible; only the ragged last key block is masked.
 //   MaskWindow  sliding window (window_left, window_right), -1 = unbounded; causal is (-1, 0).
@@ -19,8 +20,8 @@ struct KeyRange {
 };
 
 struct BlockRange {
-  int n_min;  // first key block to visit
-  int n_max;  // one past the last key block; n_max <= n_min means the tile sees no key
+  int begin;  // first block to visit
+  int end;    // one past the last block; end <= begin means there is nothing to visit
 };
 
 template <bool kWindow>
@@ -58,6 +59,29 @@ struct Mask {
     const int hi = keys_of_row(last_row).hi;
     if (hi <= lo) return {0, 0};
     return {lo / kBlockN, (hi + kBlockN - 1) / kBlockN};
+  }
+
+  // Query blocks of kBlockM rows whose rows see at least one key of [n_begin, n_end) (the
+  // backward's view: which query tiles a key tile visits). Row i sees key j iff
+  // lo(i) <= j < hi(i), and both edges move right with i, so the rows form one interval:
+  //   lo(i) < n_end   <=>  i < n_end + left - (sk - sq)       (always, without a left edge)
+  //   hi(i) > n_begin <=>  i >= n_begin - right - (sk - sq)   (always, without a right edge)
+  // Rows whose own range is empty may be included; the boundary mask zeroes them.
+  template <int kBlockM>
+  __device__ BlockRange query_blocks_of_keys(int n_begin, int n_end) const {
+    if (n_end > seqlen_k) n_end = seqlen_k;
+    if (n_end <= n_begin || seqlen_q <= 0) return {0, 0};
+    int64_t first = 0;
+    int64_t last = seqlen_q;  // one past
+    if constexpr (kWindow) {
+      const int64_t shift = int64_t(seqlen_k) - seqlen_q;
+      if (right >= 0) first = int64_t(n_begin) - right - shift;
+      if (left >= 0) last = int64_t(n_end) + left - shift;
+      first = first < 0 ? 0 : first;
+      last = last > seqlen_q ? int64_t(seqlen_q) : last;
+      if (last <= first) return {0, 0};
+    }
+    return {int(first / kBlockM), int((last + kBlockM - 1) / kBlockM)};
   }
 
   // True when key block n_block holds a key that some row of [m_begin, m_end) must not see:

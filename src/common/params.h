@@ -1,5 +1,6 @@
-// Kernel-side parameters of the forward pass: ioattn_fwd_args after validation, with the
-// derived constants the kernels need. Shared by the SM80 and SM90 libraries.
+// Kernel-side parameters of the forward and backward passes: ioattn_fwd_args /
+// ioattn_bwd_args after validation, with the derived constants the kernels need. Shared by the
+// SM80 and SM90 libraries.
 #pragma once
 
 #include "common/portable.h"
@@ -41,6 +42,33 @@ struct FwdParams {
   float softcap_pre;
   float score_scale;       // natural-log units: lse = max * score_scale + log(sum)
   float score_scale_log2;  // score_scale * log2(e)
+};
+
+// The backward pass reads everything the forward did (q, k, v, out, lse, masks, score mod)
+// plus dout, and writes dq, dk, dv. Two fp32 workspaces that the caller allocates:
+//   dq_accum (rows_q, num_heads, head_dim): dQ summed over key blocks (atomics), then scaled
+//            and converted into dq by the postprocess kernel. rows_q = batch * seqlen_q, or
+//            total_q for varlen; row r of batch b is b * seqlen_q + s (dense) or the varlen row.
+//   dsum     rowsum(dout * out), laid out like lse but packed: (batch, num_heads, seqlen_q), or
+//            (num_heads, total_q) for varlen.
+struct BwdParams : FwdParams {
+  const void *dout;
+  void *dq;
+  void *dk;
+  void *dv;
+  float *dq_accum;
+  float *dsum;
+
+  int64_t do_batch_stride, do_row_stride, do_head_stride;
+  int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+  int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+  // Strides of dq_accum (elements) and dsum, in the same (batch, row, head) roles as q's.
+  int64_t acc_batch_stride, acc_row_stride, acc_head_stride;
+  int64_t dsum_batch_stride, dsum_head_stride;
+
+  int64_t rows_q;    // batch * seqlen_q, or total_q for varlen
+  float grad_scale;  // softmax_scale: d(score)/d(q.k) outside the softcap derivative
 };
 
 }  // namespace ioattn

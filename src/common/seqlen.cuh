@@ -42,11 +42,15 @@ struct SeqlenInfo {
     const int64_t base = varlen ? k_row_offset * row_stride : int64_t(batch) * batch_stride;
     return base + int64_t(head) * head_stride;
   }
-  // Offset of this sequence's first LSE entry for `head`: lse is (batch, heads, seqlen_q), or
-  // (heads, total_q) for varlen.
+  // Offset of this sequence's first entry for `head` in a per-row fp32 array laid out like
+  // lse: (batch, heads, seqlen_q), or (heads, total_q) for varlen.
+  __device__ int64_t row_stat_offset(int batch, int head, int64_t batch_stride,
+                                     int64_t head_stride) const {
+    const int64_t base = varlen ? q_row_offset : int64_t(batch) * batch_stride;
+    return base + int64_t(head) * head_stride;
+  }
   __device__ int64_t lse_offset(const FwdParams &p, int batch, int head) const {
-    const int64_t base = varlen ? q_row_offset : int64_t(batch) * p.lse_batch_stride;
-    return base + int64_t(head) * p.lse_head_stride;
+    return row_stat_offset(batch, head, p.lse_batch_stride, p.lse_head_stride);
   }
 };
 

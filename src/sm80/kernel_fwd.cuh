@@ -27,7 +27,7 @@ struct FwdKernel {
     const int num_m = (p.seqlen_q + kBlockM - 1) / kBlockM;
     const TileCoord tile = Scheduler::tile(num_m, p.num_heads);
     const SeqlenInfo seq(p, tile.batch);
-    const int m_begin = tile.m_block * kBlockM;
+    const int m_begin = tile.block * kBlockM;
     if (m_begin >= seq.seqlen_q) return;  // varlen: this sequence is shorter than the maximum
 
     const int head_k = tile.head / p.group_size;
@@ -47,7 +47,7 @@ struct FwdKernel {
 
     const Mask mask(p, seq.seqlen_q, seq.seqlen_k);
     const BlockRange blocks = mask.template blocks_of_rows<kBlockN>(m_begin, m_begin + kBlockM);
-    if (blocks.n_max <= blocks.n_min) {
+    if (blocks.end <= blocks.begin) {
       Epilogue::store_zero(out, p.o_row_stride, lse, m_begin, seq.seqlen_q, p.head_dim);
       return;
     }

@@ -11,6 +11,7 @@
 #include "common/softmax.cuh"
 #include "sm80/ptx.cuh"
 #include "sm80/smem_tile.cuh"
+#include "sm80/tile_copy.cuh"
 #include "sm80/tile_config.h"
 
 namespace ioattn::sm80 {
@@ -49,38 +50,6 @@ struct MainloopFwd {
 
   float acc_o[kMT][kDT][4];  // (MMA_M, MMA_N = head_dim/8, 4): this warp's rows of O, fp32
   uint32_t q_frag[kQInRegs ? kMT : 1][kQInRegs ? kKT : 1][4];  // (MMA_M, MMA_K, 4) when kQInRegs
-
-  // Copies rows [0, rows_valid) of a (Tile::kRows, kHeadDim) tile whose row r starts at
-  // gmem + r * row_stride. Rows past rows_valid and 16-byte chunks past chunks_valid (head dims
-  // padded up to kHeadDim) are zero-filled: padding then adds exact zeros to both GEMMs and
-  // can never inject NaN from stale shared memory. Thread tid copies chunk (tid % kChunks) of
-  // rows tid / kChunks + i * kRowsPerPass of every sub-tile; kRowsPerPass is a multiple of 8, so
-  // the swizzle is the same for all of them and smem offsets are one register plus immediates.
-  template <class Tile>
-  __device__ __forceinline__ static void load_tile(Element *smem, const Element *gmem,
-                                                   int64_t row_stride, int rows_valid,
-                                                   int chunks_valid, int tid) {
-    constexpr int kChunks = Tile::kChunksPerSubRow;
-    constexpr int kRowsPerPass = kNThreads / kChunks;
-    static_assert(Tile::kRows % kRowsPerPass == 0 && kRowsPerPass % 8 == 0);
-    const int c = tid % kChunks;
-    const int r0 = tid / kChunks;
-    const uint32_t dst0 = smem_addr(smem) + 2 * (r0 * Tile::kSubCols + (c ^ Tile::swizzle(r0)) * 8);
-    const Element *src = gmem + int64_t(r0) * row_stride + c * 8;
-    const int64_t pass_stride = int64_t(kRowsPerPass) * row_stride;
-    const int rows_left = rows_valid - r0;
-    const int chunks_left = chunks_valid - c;
-#pragma unroll
-    for (int i = 0; i < Tile::kRows / kRowsPerPass; ++i) {
-#pragma unroll
-      for (int sub = 0; sub < Tile::kSubTiles; ++sub) {
-        const bool pred = i * kRowsPerPass < rows_left && sub * kChunks < chunks_left;
-        const uint32_t dst = dst0 + 2 * ((sub * Tile::kRows + i * kRowsPerPass) * Tile::kSubCols);
-        cp_async_16(dst, pred ? src + sub * Tile::kSubCols : gmem, pred);
-      }
-      src += pass_stride;
-    }
-  }
 
   // Per-lane ldmatrix offsets. Q (A operand) and V (transposed B operand): matrices
   // (rows 0-7, chunk 0), (rows 8-15, chunk 0), (rows 0-7, chunk 1), (rows 8-15, chunk 1).
@@ -218,13 +187,13 @@ struct MainloopFwd {
         for (int i = 0; i < 4; ++i) acc_o[mt][dt][i] = 0.f;
 
     auto load_kv = [&](Element *dst, const Element *src, int64_t row_stride, int n_block) {
-      load_tile<TileKV>(dst, src + int64_t(n_block) * kBlockN * row_stride, row_stride,
+      load_tile<TileKV, kNThreads>(dst, src + int64_t(n_block) * kBlockN * row_stride, row_stride,
                         seqlen_k - n_block * kBlockN, chunks_valid, tid);
     };
 
-    const int n_last = blocks.n_max - 1;  // blocks run from the right edge leftwards
-    const int n_iters = blocks.n_max - blocks.n_min;
-    load_tile<TileQ>(smem.q, q + int64_t(m_begin) * p.q_row_stride, p.q_row_stride,
+    const int n_last = blocks.end - 1;  // blocks run from the right edge leftwards
+    const int n_iters = blocks.end - blocks.begin;
+    load_tile<TileQ, kNThreads>(smem.q, q + int64_t(m_begin) * p.q_row_stride, p.q_row_stride,
                      seqlen_q - m_begin, chunks_valid, tid);
     load_kv(smem.k[0], k, p.k_row_stride, n_last);
     cp_async_commit();  // group: Q + K(first)

@@ -76,4 +76,15 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
+// dst[0] += a, dst[1] += b in global memory, atomically per element (no return value). Hopper
+// has a vector reduction (one instruction for both); Ampere takes two.
+__device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(a), "f"(b) : "memory");
+#else
+  atomicAdd(dst, a);
+  atomicAdd(dst + 1, b);
+#endif
+}
+
 }  // namespace ioattn::sm80

@@ -56,6 +56,42 @@ struct SmemTile {
     return o.v[(chunk0 % kChunksPerSubRow) / 2] +
            ((chunk0 / kChunksPerSubRow) * kRows + row0) * kSubCols;
   }
+
+  // The same for a warp that owns only some columns: the chunk pairs of every sub-tile are
+  // dealt round-robin to kWays warps, and way `way` owns pairs way, way + kWays, ... of each
+  // sub-tile (so a head dim split never needs a sub-tile boundary to fall between two warps,
+  // and the per-lane registers still cover every access of the warp). Dealt pair (sub, i) is
+  // chunk pair sub * kChunksPerSubRow / 2 + i * kWays + way of the row.
+  static constexpr int kPairsPerSubRow = kChunksPerSubRow / 2;
+  template <int kWays>
+  struct DealtOffsets {
+    static_assert(kPairsPerSubRow % kWays == 0, "chunk pairs do not deal evenly");
+    static constexpr int kPairsPerSub = kPairsPerSubRow / kWays;
+    static constexpr int kPairs = kSubTiles * kPairsPerSub;  // dealt pairs per warp
+    int v[kPairsPerSub];
+  };
+  template <int kWays>
+  __device__ __forceinline__ static DealtOffsets<kWays> dealt_offsets(int lane_row, int lane_chunk,
+                                                                      int way) {
+    DealtOffsets<kWays> o;
+#pragma unroll
+    for (int i = 0; i < DealtOffsets<kWays>::kPairsPerSub; ++i) {
+      o.v[i] = lane_row * kSubCols + ((2 * (i * kWays + way) + lane_chunk) ^ swizzle(lane_row)) * 8;
+    }
+    return o;
+  }
+  // Offset of dealt pair `pair` (0 .. kPairs-1, sub-tile major) at rows row0 + lane_row.
+  template <int kWays>
+  __device__ __forceinline__ static int offset(const DealtOffsets<kWays> &o, int row0, int pair) {
+    constexpr int kPerSub = DealtOffsets<kWays>::kPairsPerSub;
+    return o.v[pair % kPerSub] + ((pair / kPerSub) * kRows + row0) * kSubCols;
+  }
+  // First column (element) of dealt pair `pair` of way `way`.
+  template <int kWays>
+  __device__ __forceinline__ static int dealt_col(int pair, int way) {
+    constexpr int kPerSub = DealtOffsets<kWays>::kPairsPerSub;
+    return (pair / kPerSub) * kSubCols + 16 * ((pair % kPerSub) * kWays + way);
+  }
 };
 
 // Hides a value's origin from the optimizer, so that addresses derived from it are computed

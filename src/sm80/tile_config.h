@@ -61,4 +61,51 @@ IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
   return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }
 
+// Backward tile sizes. One CTA owns kBlockN = 16 * warps_n keys of one K/V head and walks the
+// query blocks (block_m rows each, Q/dO double-buffered) of every query head of its group. Warp
+// (wn, wd) owns keys [16 wn, 16 wn + 16): it computes their rows of S^T and dP^T for the whole
+// query block, and accumulates dK and dV for its share of the head dim (warps_d > 1 splits the
+// head dim when 2 * head_dim fp32 accumulators per 16 keys would not fit in registers; each of
+// those warps then recomputes the same S^T and dP^T).
+//
+//  hdim    N    M  warps (n x d)  smem (KB)
+//  <=128  128   64     8 x 1      <= 145
+//    192   64   64     4 x 2         153
+//    256   64   64     4 x 2         201
+struct BwdTileConfig {
+  int block_n;
+  int block_m;
+  int warps_n;
+  int warps_d;
+  int min_blocks_per_sm;
+};
+
+IOATTN_HOST_DEVICE constexpr BwdTileConfig bwd_tile_config(int head_dim, bool /*window*/) {
+#ifdef IOATTN_BWD_TILE_HEAD_DIM
+  // Tuning builds only (CMake IOATTN_SM80_BWD_TILE_OVERRIDE).
+  if (head_dim == IOATTN_BWD_TILE_HEAD_DIM) {
+    return {IOATTN_BWD_TILE_BLOCK_N, IOATTN_BWD_TILE_BLOCK_M, IOATTN_BWD_TILE_WARPS_N,
+            IOATTN_BWD_TILE_WARPS_D, IOATTN_BWD_TILE_MIN_BLOCKS};
+  }
+#endif
+  return head_dim <= 128 ? BwdTileConfig{128, 64, 8, 1, 1} : BwdTileConfig{64, 64, 4, 2, 1};
+}
+
+IOATTN_HOST_DEVICE constexpr int bwd_num_threads(int head_dim, bool window) {
+  const BwdTileConfig c = bwd_tile_config(head_dim, window);
+  return 32 * c.warps_n * c.warps_d;
+}
+
+// Dynamic shared memory of the backward kernel: K and V (block_n rows), two stages of Q and dO
+// (block_m rows), dS^T (block_n x block_m, 16-bit) and two stages of the fp32 LSE and
+// rowsum(dO * O) of a query block.
+IOATTN_HOST_DEVICE constexpr int bwd_smem_bytes(int head_dim, bool window) {
+  const BwdTileConfig c = bwd_tile_config(head_dim, window);
+  return (2 * c.block_n + 4 * c.block_m) * head_dim * 2 + c.block_n * c.block_m * 2 +
+         4 * c.block_m * 4;
+}
+
+// Block size of the backward's preprocess and postprocess kernels (sm80/bwd_aux.cuh).
+inline constexpr int kBwdHelperThreads = 256;
+
 }  // namespace ioattn::sm80

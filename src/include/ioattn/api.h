@@ -24,8 +24,9 @@ extern "C" {
 
 #define IOATTN_API __attribute__((visibility("default")))
 
-/* Bumped whenever a struct or a function signature changes incompatibly. */
-#define IOATTN_ABI_VERSION 1
+/* Bumped whenever a struct or a function signature changes incompatibly, or functions are
+ * added (version 2: the backward pass). */
+#define IOATTN_ABI_VERSION 2
 
 /* Element types of q, k, v and out (lse is always fp32). */
 enum ioattn_dtype {
@@ -97,6 +98,63 @@ typedef struct ioattn_fwd_args {
   void *stream;   /* cudaStream_t to launch on (NULL = legacy default stream) */
 } ioattn_fwd_args;
 
+/*
+ * Backward attention: dq, dk, dv of the forward above, given its out and lse and the gradient
+ * dout of out. Layouts, strides, masks and the score are those of ioattn_fwd_args (dout, dq
+ * like q; dk, dv like k); total_q is the number of rows of q for varlen (ignored otherwise).
+ *
+ * The library never allocates: the caller passes `workspace` (16-byte aligned, contents
+ * irrelevant, overwritten) of at least ioattn_bwd_workspace_size() bytes; it holds the fp32
+ * dQ accumulator and rowsum(dout * out). dq, dk, dv are fully overwritten (zeros for rows no
+ * query / key sees). deterministic = 1 asks for bitwise reproducible results
+ * (IOATTN_ERR_UNSUPPORTED where the library cannot give them).
+ */
+typedef struct ioattn_bwd_args {
+  int64_t struct_size;
+
+  const void *q;
+  const void *k;
+  const void *v;
+  const void *out;
+  const float *lse;
+  const void *dout;
+  void *dq;
+  void *dk;
+  void *dv;
+  const int32_t *cu_seqlens_q; /* device int32 (batch + 1), or NULL */
+  const int32_t *cu_seqlens_k; /* device int32 (batch + 1), or NULL */
+  void *workspace;
+  int64_t workspace_bytes;
+
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t out_batch_stride, out_row_stride, out_head_stride;
+  int64_t dout_batch_stride, dout_row_stride, dout_head_stride;
+  int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
+  int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
+  int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
+  int64_t lse_batch_stride, lse_head_stride;
+
+  int64_t batch;
+  int64_t seqlen_q;
+  int64_t seqlen_k;
+  int64_t total_q;
+  int64_t num_heads;
+  int64_t num_heads_k;
+  int64_t head_dim;
+  int64_t window_left;
+  int64_t window_right;
+
+  float softmax_scale;
+  float softcap;
+  int32_t dtype;         /* enum ioattn_dtype */
+  int32_t device;        /* CUDA device ordinal that owns every pointer */
+  int32_t deterministic; /* 0 or 1 */
+  int32_t reserved;      /* must be 0 */
+  void *stream;          /* cudaStream_t to launch on (NULL = legacy default stream) */
+} ioattn_bwd_args;
+
 /* One field of an ABI struct, as reported by ioattn_struct_layout. */
 typedef struct ioattn_field {
   const char *name;
@@ -108,7 +166,7 @@ typedef struct ioattn_field {
 IOATTN_API int32_t ioattn_abi_version(void);
 
 /*
- * Layout of the struct called `name` ("ioattn_fwd_args", "ioattn_field"): writes up to
+ * Layout of the struct called `name` ("ioattn_fwd_args", "ioattn_bwd_args", "ioattn_field"): writes up to
  * `capacity` fields in declaration order into `fields` (which may be NULL when capacity is
  * 0), stores sizeof(struct) in *struct_size, and returns the number of fields, or -1 for an
  * unknown name.
@@ -138,6 +196,18 @@ IOATTN_API int32_t ioattn_fwd_supported(const ioattn_fwd_args *args);
 
 /* Runs the forward pass asynchronously on args->stream. Same checks as ioattn_fwd_supported. */
 IOATTN_API int32_t ioattn_fwd(const ioattn_fwd_args *args);
+
+/*
+ * Bytes of workspace ioattn_bwd needs for these arguments (the workspace fields are not
+ * read), stored in *bytes. Same checks and statuses as ioattn_bwd_supported otherwise.
+ */
+IOATTN_API int32_t ioattn_bwd_workspace_size(const ioattn_bwd_args *args, int64_t *bytes);
+
+/* As ioattn_fwd_supported, for ioattn_bwd (including the workspace size). */
+IOATTN_API int32_t ioattn_bwd_supported(const ioattn_bwd_args *args);
+
+/* Runs the backward pass asynchronously on args->stream. Same checks as ioattn_bwd_supported. */
+IOATTN_API int32_t ioattn_bwd(const ioattn_bwd_args *args);
 
 #ifdef __cplusplus
 } /* extern "C" */

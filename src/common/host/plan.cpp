@@ -1,0 +1,330 @@
+#include "common/host/plan.h"
+
+#include <cuda_runtime_api.h>
+
+#include <climits>
+#include <cmath>
+#include <string>
+
+#include "common/host/error.h"
+
+namespace ioattn {
+namespace {
+
+bool aligned16(const void *p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int32_t check_strides(const char *name, int64_t batch_stride, int64_t row_stride,
+                      int64_t head_stride, bool varlen) {
+  const bool ok = (varlen || batch_stride % 8 == 0) && row_stride % 8 == 0 && head_stride % 8 == 0;
+  if (!ok) {
+    return fail(IOATTN_ERR_INVALID, std::string(name) + ": batch/row/head strides must be " +
+                                        "multiples of 8 elements (16-byte aligned rows), got (" +
+                                        str(batch_stride) + ", " + str(row_stride) + ", " +
+                                        str(head_stride) + ")");
+  }
+  return IOATTN_OK;
+}
+
+int32_t check_device(int device, const KernelEntry &kernel) {
+  int major = 0, minor = 0, smem_optin = 0;
+  cudaError_t err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  }
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so the caller's next CUDA call is unaffected
+    return fail(IOATTN_ERR_CUDA,
+                "cannot query CUDA device " + str(device) + ": " + cudaGetErrorString(err));
+  }
+  if (major * 10 + minor < kMinComputeCapability) {
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                std::string("libioattn_") + kLibraryName + " needs compute capability >= " +
+                    str(kMinComputeCapability / 10) + "." + str(kMinComputeCapability % 10) +
+                    ", device " + str(device) + " has " + str(major) + "." + str(minor));
+  }
+  if (kernel.smem_bytes > smem_optin) {
+    return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(kernel.head_dim) + " needs " +
+                                            str(kernel.smem_bytes) +
+                                            " bytes of shared memory per block, device " +
+                                            str(device) + " allows " + str(smem_optin));
+  }
+  return IOATTN_OK;
+}
+
+// The checks ioattn_fwd_args and ioattn_bwd_args share (same field names), up to the choice
+// of the smallest compiled head dim that runs the call, from `table`.
+template <class Args>
+int32_t check_common(const Args *a, const char *struct_name, const char *op,
+                     const KernelEntry *table, int table_size, const KernelEntry **kernel) {
+  if (a == nullptr) return fail(IOATTN_ERR_INVALID, "args is NULL");
+  if (a->struct_size != int64_t(sizeof(Args))) {
+    return fail(IOATTN_ERR_ABI, std::string(struct_name) + ".struct_size is " +
+                                    str(a->struct_size) + ", this library expects " +
+                                    str(sizeof(Args)));
+  }
+  if (a->dtype != IOATTN_DTYPE_FP16 && a->dtype != IOATTN_DTYPE_BF16) {
+    return fail(IOATTN_ERR_INVALID, "dtype must be IOATTN_DTYPE_FP16 or IOATTN_DTYPE_BF16");
+  }
+  const bool varlen = a->cu_seqlens_q != nullptr;
+  if (varlen != (a->cu_seqlens_k != nullptr)) {
+    return fail(IOATTN_ERR_INVALID, "cu_seqlens_q and cu_seqlens_k must both be set or both NULL");
+  }
+  if (a->batch < 0 || a->seqlen_q < 0 || a->seqlen_k < 0) {
+    return fail(IOATTN_ERR_INVALID, "batch, seqlen_q and seqlen_k must be >= 0");
+  }
+  if (a->batch > INT_MAX || a->seqlen_q > INT_MAX || a->seqlen_k > INT_MAX) {
+    return fail(IOATTN_ERR_UNSUPPORTED, "batch and sequence lengths must be < 2^31");
+  }
+  if (a->num_heads < 1 || a->num_heads_k < 1 || a->num_heads > INT_MAX ||
+      a->num_heads % a->num_heads_k != 0) {
+    return fail(IOATTN_ERR_INVALID, "num_heads (" + str(a->num_heads) +
+                                        ") must be a positive multiple of num_heads_k (" +
+                                        str(a->num_heads_k) + ")");
+  }
+  if (a->head_dim < 1) return fail(IOATTN_ERR_INVALID, "head_dim must be >= 1");
+  if (a->head_dim % 8 != 0) {
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                "head_dim " + str(a->head_dim) + " is not a multiple of 8 (pad it to one)");
+  }
+  if (a->window_left < -1 || a->window_right < -1) {
+    return fail(IOATTN_ERR_INVALID, "window_left and window_right must be >= -1");
+  }
+  if (!std::isfinite(a->softmax_scale) || !(a->softmax_scale > 0.f)) {
+    return fail(IOATTN_ERR_INVALID, "softmax_scale must be finite and > 0");
+  }
+  if (!std::isfinite(a->softcap) || a->softcap < 0.f) {
+    return fail(IOATTN_ERR_INVALID, "softcap must be finite and >= 0");
+  }
+  if (a->device < 0) return fail(IOATTN_ERR_INVALID, "device must be >= 0");
+
+  const bool window = a->window_left >= 0 || a->window_right >= 0;
+  const bool softcap = a->softcap > 0.f;
+  const KernelEntry *best = nullptr;
+  for (int i = 0; i < table_size; ++i) {
+    const KernelEntry &e = table[i];
+    if (e.dtype != a->dtype || e.window != window || e.softcap != softcap ||
+        e.head_dim < a->head_dim) {
+      continue;
+    }
+    if (best == nullptr || e.head_dim < best->head_dim) best = &e;
+  }
+  if (best == nullptr) {
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                std::string("libioattn_") + kLibraryName + " has no " + op + " kernel for " +
+                    (a->dtype == IOATTN_DTYPE_BF16 ? "bf16" : "fp16") + ", head_dim " +
+                    str(a->head_dim) + (window ? ", window mask" : "") +
+                    (softcap ? ", softcap" : "") + " (see ioattn_build_info for what was built)");
+  }
+  *kernel = best;
+  return check_device(a->device, *best);
+}
+
+// Pointers, strides, shapes and score constants that both passes read.
+template <class Args>
+void fill_common(const Args *a, FwdParams &p) {
+  p.q = a->q;
+  p.k = a->k;
+  p.v = a->v;
+  p.out = const_cast<void *>(static_cast<const void *>(a->out));  // read-only in the backward
+  p.lse = const_cast<float *>(a->lse);
+  p.cu_seqlens_q = a->cu_seqlens_q;
+  p.cu_seqlens_k = a->cu_seqlens_k;
+  p.q_batch_stride = a->q_batch_stride;
+  p.q_row_stride = a->q_row_stride;
+  p.q_head_stride = a->q_head_stride;
+  p.k_batch_stride = a->k_batch_stride;
+  p.k_row_stride = a->k_row_stride;
+  p.k_head_stride = a->k_head_stride;
+  p.v_batch_stride = a->v_batch_stride;
+  p.v_row_stride = a->v_row_stride;
+  p.v_head_stride = a->v_head_stride;
+  p.o_batch_stride = a->out_batch_stride;
+  p.o_row_stride = a->out_row_stride;
+  p.o_head_stride = a->out_head_stride;
+  p.lse_batch_stride = a->lse_batch_stride;
+  p.lse_head_stride = a->lse_head_stride;
+  p.batch = int(a->batch);
+  p.seqlen_q = int(a->seqlen_q);
+  p.seqlen_k = int(a->seqlen_k);
+  p.num_heads = int(a->num_heads);
+  p.num_heads_k = int(a->num_heads_k);
+  p.group_size = int(a->num_heads / a->num_heads_k);
+  p.head_dim = int(a->head_dim);
+  p.window_left = a->window_left;
+  p.window_right = a->window_right;
+  constexpr float kLog2e = 1.4426950408889634f;
+  if (a->softcap > 0.f) {
+    p.softcap_pre = a->softmax_scale / a->softcap;
+    p.score_scale = a->softcap;
+  } else {
+    p.softcap_pre = 0.f;
+    p.score_scale = a->softmax_scale;
+  }
+  p.score_scale_log2 = p.score_scale * kLog2e;
+}
+
+template <class Args>
+int32_t check_qkv_layout(const Args *a, bool varlen) {
+  if (!a->q || !a->k || !a->v || !a->out || !a->lse) {
+    return fail(IOATTN_ERR_INVALID, "q, k, v, out and lse must be non-NULL");
+  }
+  if (!aligned16(a->q) || !aligned16(a->k) || !aligned16(a->v) || !aligned16(a->out)) {
+    return fail(IOATTN_ERR_INVALID, "q, k, v and out must be 16-byte aligned");
+  }
+  for (int32_t s :
+       {check_strides("q", a->q_batch_stride, a->q_row_stride, a->q_head_stride, varlen),
+        check_strides("k", a->k_batch_stride, a->k_row_stride, a->k_head_stride, varlen),
+        check_strides("v", a->v_batch_stride, a->v_row_stride, a->v_head_stride, varlen),
+        check_strides("out", a->out_batch_stride, a->out_row_stride, a->out_head_stride, varlen)}) {
+    if (s != IOATTN_OK) return s;
+  }
+  return IOATTN_OK;
+}
+
+int32_t grid_too_large(const char *what) {
+  return fail(IOATTN_ERR_UNSUPPORTED, std::string(what) + " is too large for one grid");
+}
+
+}  // namespace
+
+int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
+  clear_error();
+  plan->kernel = nullptr;
+  const KernelEntry *kernel = nullptr;
+  if (int32_t s = check_common(a, "ioattn_fwd_args", "forward", kFwdKernels, kNumFwdKernels,
+                               &kernel);
+      s != IOATTN_OK) {
+    return s;
+  }
+  FwdParams &p = plan->params;
+  p = FwdParams{};
+  const bool varlen = a->cu_seqlens_q != nullptr;
+  const int64_t rows_q = varlen ? a->seqlen_q : a->batch * a->seqlen_q;
+  if (a->batch == 0 || a->seqlen_q == 0 || rows_q == 0) return IOATTN_OK;  // nothing to do
+
+  if (int32_t s = check_qkv_layout(a, varlen); s != IOATTN_OK) return s;
+  const int64_t block_m = 64;  // the smallest tile height of any kernel bounds the grid
+  if (ceil_div(a->seqlen_q, block_m) * a->num_heads * a->batch > INT_MAX) {
+    return grid_too_large("batch * num_heads * seqlen_q");
+  }
+  fill_common(a, p);
+  plan->kernel = kernel;
+  return IOATTN_OK;
+}
+
+int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) {
+  clear_error();
+  plan->kernel = nullptr;
+  plan->workspace_bytes = 0;
+  const KernelEntry *kernel = nullptr;
+  if (int32_t s = check_common(a, "ioattn_bwd_args", "backward", kBwdKernels, kNumBwdKernels,
+                               &kernel);
+      s != IOATTN_OK) {
+    return s;
+  }
+  if (a->reserved != 0) return fail(IOATTN_ERR_INVALID, "reserved must be 0");
+  if (a->deterministic != 0 && a->deterministic != 1) {
+    return fail(IOATTN_ERR_INVALID, "deterministic must be 0 or 1");
+  }
+  if (a->deterministic) {
+    // dK and dV are reduced in registers, but dQ sums key blocks with fp32 atomics.
+    return fail(IOATTN_ERR_UNSUPPORTED, std::string("libioattn_") + kLibraryName +
+                                            " has no deterministic backward yet (dQ is summed "
+                                            "with atomics)");
+  }
+  const bool varlen = a->cu_seqlens_q != nullptr;
+  if (varlen && a->total_q < 0) return fail(IOATTN_ERR_INVALID, "total_q must be >= 0");
+  const HelperKernelEntry *pre = nullptr;
+  const HelperKernelEntry *post = nullptr;
+  for (int i = 0; i < kNumBwdPreKernels; ++i) {
+    if (kBwdPreKernels[i].dtype == a->dtype) pre = &kBwdPreKernels[i];
+  }
+  for (int i = 0; i < kNumBwdPostKernels; ++i) {
+    if (kBwdPostKernels[i].dtype == a->dtype) post = &kBwdPostKernels[i];
+  }
+  if (pre == nullptr || post == nullptr) {
+    return fail(IOATTN_ERR_UNSUPPORTED, "the backward helper kernels of this dtype are missing");
+  }
+
+  // Workspace: dq_accum (rows_q, num_heads, head_dim) fp32, then dsum (rows_q * num_heads).
+  const int64_t rows_q = varlen ? a->total_q : a->batch * a->seqlen_q;
+  const int64_t acc_bytes = (rows_q * a->num_heads * a->head_dim * 4 + 255) / 256 * 256;
+  plan->workspace_bytes = acc_bytes + rows_q * a->num_heads * 4;
+
+  BwdParams &p = plan->params;
+  p = BwdParams{};
+  if (a->batch == 0 || (rows_q == 0 && a->seqlen_k == 0)) return IOATTN_OK;  // nothing to do
+
+  if (int32_t s = check_qkv_layout(a, varlen); s != IOATTN_OK) return s;
+  if (!a->dout || !a->dq || !a->dk || !a->dv) {
+    return fail(IOATTN_ERR_INVALID, "dout, dq, dk and dv must be non-NULL");
+  }
+  if (!aligned16(a->dout) || !aligned16(a->dq) || !aligned16(a->dk) || !aligned16(a->dv)) {
+    return fail(IOATTN_ERR_INVALID, "dout, dq, dk and dv must be 16-byte aligned");
+  }
+  for (int32_t s :
+       {check_strides("dout", a->dout_batch_stride, a->dout_row_stride, a->dout_head_stride,
+                      varlen),
+        check_strides("dq", a->dq_batch_stride, a->dq_row_stride, a->dq_head_stride, varlen),
+        check_strides("dk", a->dk_batch_stride, a->dk_row_stride, a->dk_head_stride, varlen),
+        check_strides("dv", a->dv_batch_stride, a->dv_row_stride, a->dv_head_stride, varlen)}) {
+    if (s != IOATTN_OK) return s;
+  }
+  if (check_workspace) {
+    if (a->workspace_bytes < plan->workspace_bytes) {
+      return fail(IOATTN_ERR_INVALID, "workspace_bytes is " + str(a->workspace_bytes) +
+                                          ", these arguments need " +
+                                          str(plan->workspace_bytes) +
+                                          " (ioattn_bwd_workspace_size)");
+    }
+    if (plan->workspace_bytes > 0 && (!a->workspace || !aligned16(a->workspace))) {
+      return fail(IOATTN_ERR_INVALID, "workspace must be non-NULL and 16-byte aligned");
+    }
+  }
+  const int64_t block_n = 64;  // the smallest key tile of any kernel bounds the grid
+  if (ceil_div(a->seqlen_k, block_n) * a->num_heads_k * a->batch > INT_MAX ||
+      ceil_div(rows_q * a->num_heads * (a->head_dim / 8), post->num_threads) > INT_MAX ||
+      ceil_div(rows_q, pre->num_threads / 8) * a->num_heads > INT_MAX) {
+    return grid_too_large("batch * num_heads * seqlen");
+  }
+
+  fill_common(a, p);
+  p.dout = a->dout;
+  p.dq = a->dq;
+  p.dk = a->dk;
+  p.dv = a->dv;
+  p.dq_accum = static_cast<float *>(a->workspace);
+  p.dsum = reinterpret_cast<float *>(static_cast<char *>(a->workspace) + acc_bytes);
+  p.do_batch_stride = a->dout_batch_stride;
+  p.do_row_stride = a->dout_row_stride;
+  p.do_head_stride = a->dout_head_stride;
+  p.dq_batch_stride = a->dq_batch_stride;
+  p.dq_row_stride = a->dq_row_stride;
+  p.dq_head_stride = a->dq_head_stride;
+  p.dk_batch_stride = a->dk_batch_stride;
+  p.dk_row_stride = a->dk_row_stride;
+  p.dk_head_stride = a->dk_head_stride;
+  p.dv_batch_stride = a->dv_batch_stride;
+  p.dv_row_stride = a->dv_row_stride;
+  p.dv_head_stride = a->dv_head_stride;
+  p.acc_head_stride = a->head_dim;
+  p.acc_row_stride = a->num_heads * a->head_dim;
+  p.acc_batch_stride = varlen ? 0 : a->seqlen_q * p.acc_row_stride;
+  p.dsum_head_stride = varlen ? rows_q : a->seqlen_q;
+  p.dsum_batch_stride = varlen ? 0 : a->num_heads * a->seqlen_q;
+  p.rows_q = rows_q;
+  p.grad_scale = a->softmax_scale;
+  plan->kernel = kernel;
+  plan->pre = pre;
+  plan->post = post;
+  return IOATTN_OK;
+}
+
+}  // namespace ioattn

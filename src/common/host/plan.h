@@ -1,0 +1,34 @@
+// Validation of the ABI argument structs and their translation into kernel params plus the
+// kernel-table entries that run them.
+#pragma once
+
+#include <cstdint>
+
+#include "common/host/kernel_table.h"
+#include "common/params.h"
+#include "ioattn/api.h"
+
+namespace ioattn {
+
+struct FwdPlan {
+  FwdParams params;
+  const KernelEntry *kernel;  // nullptr when there is nothing to compute
+};
+
+struct BwdPlan {
+  BwdParams params;
+  const KernelEntry *kernel;  // nullptr when there is nothing to compute
+  const HelperKernelEntry *pre;
+  const HelperKernelEntry *post;
+  int64_t workspace_bytes;  // what the arguments need (also when kernel is nullptr)
+};
+
+// IOATTN_OK and a filled plan, or an error status with the reason recorded (see error.h).
+// Checks the struct only, plus the device's compute capability and shared-memory limit.
+int32_t plan_fwd(const ioattn_fwd_args *args, FwdPlan *plan);
+
+// As plan_fwd. With check_workspace false the workspace fields are not looked at (for
+// ioattn_bwd_workspace_size).
+int32_t plan_bwd(const ioattn_bwd_args *args, bool check_workspace, BwdPlan *plan);
+
+}  // namespace ioattn

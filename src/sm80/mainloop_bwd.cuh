@@ -1,0 +1,388 @@
+// SM80 backward mainloop (FlashAttention-2's algorithm): one CTA owns kBlockN keys of one K/V
+// head, keeps K and V in shared memory, and walks every query block that sees those keys, for
+// every query head of the GQA group. Per query block (Q, dO double-buffered with cp.async):
+//
+//   S^T  = K Q^T,  dP^T = V dO^T                 (keys x queries, one warp per 16 keys)
+//   P^T  = exp2(S^T * c - LSE * log2 e)          (recomputed from the forward's LSE)
+//   dV  += P^T dO                                (P^T never leaves registers)
+//   dS^T = P^T o (dP^T - D) [o (1 - tanh^2)]     (D = rowsum(dO o O), from the preprocess)
+//   dK  += dS^T Q                                (dS^T never leaves registers either)
+//   dQ  += dS K                                  (dS^T through shared memory, fp32 atomics)
+//
+// Computing the transposed scores puts keys on the mma M dimension, so P^T and dS^T come out
+// of their GEMMs already in the A-operand layout of dV and dK: only dS crosses warps, because
+// dQ reduces over the keys that different warps own. dK and dV stay in fp32 registers for the
+// whole loop (the GQA reduction over query heads happens there, deterministically).
+#pragma once
+
+#include "common/mask.cuh"
+#include "common/params.h"
+#include "common/portable.h"
+#include "common/score_mod.cuh"
+#include "common/seqlen.cuh"
+#include "common/softmax.cuh"
+#include "sm80/ptx.cuh"
+#include "sm80/smem_tile.cuh"
+#include "sm80/tile_config.h"
+#include "sm80/tile_copy.cuh"
+
+namespace ioattn::sm80 {
+
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
+struct MainloopBwd {
+  using Element = Element_;
+  using Mask = Mask_;
+  using ScoreMod = ScoreMod_;
+  static constexpr bool kSoftcap = !is_same_v<ScoreMod, NoSoftcap>;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr BwdTileConfig kCfg = bwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr int kBlockN = kCfg.block_n;
+  static constexpr int kBlockM = kCfg.block_m;
+  static constexpr int kWarpsN = kCfg.warps_n;
+  static constexpr int kWarpsD = kCfg.warps_d;
+  static constexpr int kNWarps = kWarpsN * kWarpsD;
+  static constexpr int kNThreads = 32 * kNWarps;
+  static constexpr int kMinBlocksPerSM = kCfg.min_blocks_per_sm;
+  static constexpr int kNT = kBlockM / 8;    // n8 tiles of a warp's S^T rows (query columns)
+  static constexpr int kKT = kHeadDim / 16;  // k16 steps of S^T = K Q^T and dP^T = V dO^T
+  static constexpr int kMK = kBlockM / 16;   // k16 steps of dV += P^T dO and dK += dS^T Q
+  static constexpr int kNK = kBlockN / 16;   // k16 steps of dQ = dS K
+  static_assert(kBlockN == 16 * kWarpsN, "one warp per 16 keys");
+  static_assert(kNThreads >= 2 * kBlockM, "LSE and D of a query block: one thread per value");
+
+  using TileKV = SmemTile<kBlockN, kHeadDim>;
+  using TileQ = SmemTile<kBlockM, kHeadDim>;
+  using TileDS = SmemTile<kBlockN, kBlockM>;  // dS^T: keys x queries
+  // dK/dV: the kWarpsD warps of a key group share its head dim (dealt chunk pairs).
+  using DealtKV = typename TileQ::template DealtOffsets<kWarpsD>;
+  static constexpr int kPairs = DealtKV::kPairs;  // 16-column pairs of dK/dV per warp
+  // dQ (kBlockM x kHeadDim): warp (row group, way) owns 16 rows and a 1/kWaysDQ deal of columns.
+  static constexpr int kDQRowGroups = kBlockM / 16;
+  static constexpr int kWaysDQ = kNWarps / kDQRowGroups;
+  static_assert(kNWarps % kDQRowGroups == 0);
+  using DealtDQ = typename TileKV::template DealtOffsets<kWaysDQ>;
+  static constexpr int kPairsDQ = DealtDQ::kPairs;
+
+  struct SharedStorage {
+    Element k[TileKV::kElems];  // also stages dK in the epilogue
+    Element v[TileKV::kElems];  // also stages dV
+    Element q[2][TileQ::kElems];
+    Element dout[2][TileQ::kElems];
+    Element ds[TileDS::kElems];
+    float lse_log2[2][kBlockM];  // LSE * log2(e); +inf for rows that must get P = 0
+    float dsum[2][kBlockM];      // D = rowsum(dO o O); 0 past the sequence
+  };
+  static_assert(sizeof(SharedStorage) == bwd_smem_bytes(kHeadDim, Mask::kIsWindow));
+
+  float acc_dk[kPairs][2][4];  // (pairs, 2 n8 tiles, 4): this warp's keys x its dK columns
+  float acc_dv[kPairs][2][4];
+
+  // Per-lane ldmatrix offsets (see SmemTile::lane_offsets): the A operand K/V and the B
+  // operand Q/dO of S^T and dP^T, the transposed B operand Q/dO of dK and dV, the transposed
+  // B operand K of dQ, and the transposed A operand dS of dQ (one fixed 16-column block).
+  struct LaneAddressing {
+    typename TileKV::LaneOffsets kv_a;
+    typename TileQ::LaneOffsets q_b;
+    DealtKV q_bt;
+    DealtDQ k_bt;
+    int ds_at;
+    __device__ LaneAddressing(int lane, int way_kv, int way_dq, int dq_row_group)
+        : kv_a(TileKV::lane_offsets(lane % 16, lane / 16)),
+          q_b(TileQ::lane_offsets(lane % 8 + (lane / 16) * 8, (lane / 8) % 2)),
+          q_bt(TileQ::template dealt_offsets<kWarpsD>(lane % 16, lane / 16, way_kv)),
+          k_bt(TileKV::template dealt_offsets<kWaysDQ>(lane % 16, lane / 16, way_dq)),
+          ds_at(TileDS::offset(lane % 8 + (lane / 16) * 8, 2 * dq_row_group + (lane / 8) % 2)) {}
+  };
+
+  // acc (MMA_M = 16 keys, MMA_N = kBlockM/8, 4) = A (this warp's 16 rows of K or V) .
+  // B^T (B = a Q or dO tile, kBlockM x kHeadDim)
+  __device__ __forceinline__ static void gemm_keys_queries(float (&acc)[kNT][4], const Element *sA,
+                                                           const Element *sB,
+                                                           const LaneAddressing &la) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[nt][i] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kKT; ++kk) {
+      uint32_t a[4];
+      ldmatrix_x4(a, smem_addr(sA + TileKV::offset(la.kv_a, 0, 2 * kk)));
+#pragma unroll
+      for (int nt2 = 0; nt2 < kNT / 2; ++nt2) {
+        uint32_t b[4];  // (b0, b1) of query n-tiles 2*nt2 and 2*nt2+1
+        ldmatrix_x4(b, smem_addr(sB + TileQ::offset(la.q_b, nt2 * 16, 2 * kk)));
+        mma_16816<Element>(acc[2 * nt2], a, b[0], b[1]);
+        mma_16816<Element>(acc[2 * nt2 + 1], a, b[2], b[3]);
+      }
+    }
+  }
+
+  // A fragments (MMA_K = kBlockM/16, 4) of a (16 keys x kBlockM queries) fp32 accumulator:
+  // two adjacent n8 tiles are exactly one m16k16 A fragment.
+  using KeyFrag = uint32_t[kMK][4];
+  __device__ __forceinline__ static void pack_a(KeyFrag &a, const float (&x)[kNT][4]) {
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) {
+      a[j][0] = pack2<Element>(x[2 * j][0], x[2 * j][1]);
+      a[j][1] = pack2<Element>(x[2 * j][2], x[2 * j][3]);
+      a[j][2] = pack2<Element>(x[2 * j + 1][0], x[2 * j + 1][1]);
+      a[j][3] = pack2<Element>(x[2 * j + 1][2], x[2 * j + 1][3]);
+    }
+  }
+
+  // acc (this warp's 16 keys x its dealt columns) += A (16 keys x kBlockM) . B (a Q or dO
+  // tile, kBlockM x kHeadDim)
+  __device__ __forceinline__ static void gemm_keys_dims(float (&acc)[kPairs][2][4],
+                                                        const KeyFrag &a, const Element *sB,
+                                                        const LaneAddressing &la) {
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) {
+#pragma unroll
+      for (int pr = 0; pr < kPairs; ++pr) {
+        uint32_t b[4];  // transposed: (b0, b1) of the pair's two n8 column tiles
+        ldmatrix_x4_trans(b, smem_addr(sB + TileQ::offset(la.q_bt, j * 16, pr)));
+        mma_16816<Element>(acc[pr][0], a[j], b[0], b[1]);
+        mma_16816<Element>(acc[pr][1], a[j], b[2], b[3]);
+      }
+    }
+  }
+
+  // Scores of (key, query) pairs the mask hides become -inf. Boundary blocks only. Element
+  // (nt, i) of a lane is key n0 + lane/4 + 8*(i/2), query m_begin + 8*nt + 2*(lane%4) + i%2.
+  __device__ __forceinline__ static void apply_mask(float (&s)[kNT][4], const Mask &mask,
+                                                    int m_begin, int n0, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const KeyRange keys = mask.keys_of_row(m_begin + nt * 8 + 2 * (lane % 4) + e);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int key = n0 + lane / 4 + 8 * h;
+          if (key < keys.lo || key >= keys.hi) s[nt][2 * h + e] = neg_inf();
+        }
+      }
+    }
+  }
+
+  // Walks query blocks [m_blocks.begin, m_blocks.end) of every query head of the group of
+  // K/V head `head_k`, accumulating this CTA's dK and dV (unscaled) and adding dQ into
+  // dq_accum. k/v point at row 0 of this sequence and K/V head.
+  __device__ __forceinline__ void run(const BwdParams &p, SharedStorage &smem,
+                                      const SeqlenInfo &seq, int batch, int head_k,
+                                      const Element *k, const Element *v, int n_begin,
+                                      const Mask &mask, BlockRange m_blocks) {
+    const int tid = threadIdx.x;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int wn = warp % kWarpsN;  // key group: keys [16 wn, 16 wn + 16) of the tile
+    const int wd = warp / kWarpsN;  // its share of the dK/dV columns
+    const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 dq_rows, +16) of a query block
+    const int dq_way = warp / kDQRowGroups;   // dQ: its share of the columns
+    const int chunks_valid = p.head_dim / 8;
+    const ScoreMod score_mod(p);
+    const LaneAddressing la(lane, wd, dq_way, dq_rows);
+    const Element *sK_warp = smem.k + wn * 16 * TileKV::kSubCols;
+    const Element *sV_warp = smem.v + wn * 16 * TileKV::kSubCols;
+
+#pragma unroll
+    for (int pr = 0; pr < kPairs; ++pr)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc_dk[pr][t][i] = acc_dv[pr][t][i] = 0.f;
+
+    // Iteration it visits query head head_k * group + it / n_m, query block m_blocks.begin +
+    // it % n_m: the query heads of a group share this CTA's K/V, so dK/dV sum over them here.
+    const int n_m = m_blocks.end - m_blocks.begin;
+    const int n_iters = n_m * p.group_size;
+    struct Block {
+      int head;
+      int m_begin;
+    };
+    auto block_of = [&](int it) {
+      return Block{head_k * p.group_size + it / n_m, (m_blocks.begin + it % n_m) * kBlockM};
+    };
+    auto load_q_do = [&](int stage, Block b) {
+      const Element *q = static_cast<const Element *>(p.q) +
+                         seq.q_like_offset(batch, b.head, p.q_batch_stride, p.q_row_stride,
+                                           p.q_head_stride);
+      const Element *dout = static_cast<const Element *>(p.dout) +
+                            seq.q_like_offset(batch, b.head, p.do_batch_stride, p.do_row_stride,
+                                              p.do_head_stride);
+      const int rows = seq.seqlen_q - b.m_begin;
+      load_tile<TileQ, kNThreads>(smem.q[stage], q + int64_t(b.m_begin) * p.q_row_stride,
+                                  p.q_row_stride, rows, chunks_valid, tid);
+      load_tile<TileQ, kNThreads>(smem.dout[stage], dout + int64_t(b.m_begin) * p.do_row_stride,
+                                  p.do_row_stride, rows, chunks_valid, tid);
+    };
+    // Thread t < kBlockM reads the LSE of row t of block b, thread kBlockM + t its D. Rows past
+    // the sequence, and rows that saw no key (LSE = -inf), get LSE = +inf so that their P is
+    // exactly 0 (their dO rows are zero-filled, so D = 0 there).
+    auto read_row_stat = [&](Block b) {
+      constexpr float kLog2e = 1.4426950408889634f;
+      const int t = tid % kBlockM;
+      const int row = b.m_begin + t;
+      const bool valid = row < seq.seqlen_q;
+      if (tid < kBlockM) {
+        const float lse =
+            valid ? p.lse[seq.lse_offset(p, batch, b.head) + row] : -neg_inf();
+        return lse == neg_inf() ? -neg_inf() : lse * kLog2e;
+      }
+      if (tid < 2 * kBlockM && valid) {
+        return p.dsum[seq.row_stat_offset(batch, b.head, p.dsum_batch_stride,
+                                          p.dsum_head_stride) +
+                      row];
+      }
+      return 0.f;
+    };
+    auto write_row_stat = [&](int stage, float value) {
+      if (tid < kBlockM) {
+        smem.lse_log2[stage][tid] = value;
+      } else if (tid < 2 * kBlockM) {
+        smem.dsum[stage][tid - kBlockM] = value;
+      }
+    };
+
+    // Prologue: K, V and the first Q/dO block in one cp.async group; the first LSE/D directly.
+    const int rows_k = seq.seqlen_k - n_begin;
+    load_tile<TileKV, kNThreads>(smem.k, k + int64_t(n_begin) * p.k_row_stride, p.k_row_stride,
+                                 rows_k, chunks_valid, tid);
+    load_tile<TileKV, kNThreads>(smem.v, v + int64_t(n_begin) * p.v_row_stride, p.v_row_stride,
+                                 rows_k, chunks_valid, tid);
+    load_q_do(0, block_of(0));
+    cp_async_commit();
+    write_row_stat(0, read_row_stat(block_of(0)));
+
+    for (int it = 0; it < n_iters; ++it) {
+      const int stage = it % 2;
+      const Block blk = block_of(it);
+      // In flight: Q/dO(it) (with K and V on the first iteration).
+      cp_async_wait<0>();
+      // Barrier: (1) Q/dO(it) and LSE/D(it), written by all threads, are visible to all;
+      // (2) every warp has finished iteration it-1 (its dQ GEMM read dS^T, and Q/dO of
+      // the other stage), so dS^T and the other stage may be overwritten.
+      __syncthreads();
+      float next_stat = 0.f;
+      if (it + 1 < n_iters) {
+        const Block next = block_of(it + 1);
+        load_q_do(1 - stage, next);  // lands under this iteration's five GEMMs
+        cp_async_commit();
+        next_stat = read_row_stat(next);  // its latency, too
+      }
+
+      const Element *sQ = smem.q[stage];
+      const Element *sDO = smem.dout[stage];
+      float acc_s[kNT][4];   // (MMA_M = 16 keys, MMA_N = kBlockM/8, 4): S^T, then P^T
+      float acc_dp[kNT][4];  // dP^T, then dS^T
+      gemm_keys_queries(acc_s, opaque(sK_warp), opaque(sQ), la);
+      gemm_keys_queries(acc_dp, opaque(sV_warp), opaque(sDO), la);
+
+      // Score mod, and dP^T - D with the softcap's chain rule folded in (dS^T = P^T o that),
+      // so that no third (keys x queries) array is ever live.
+      const float *s_lse = smem.lse_log2[stage];
+      const float *s_dsum = smem.dsum[stage];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const float2 d = *reinterpret_cast<const float2 *>(s_dsum + nt * 8 + 2 * (lane % 4));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float t = score_mod(acc_s[nt][i]);
+          float dp = acc_dp[nt][i] - (i % 2 == 0 ? d.x : d.y);
+          if constexpr (kSoftcap) dp *= fmaf(-t, t, 1.f);  // d tanh = 1 - tanh^2
+          acc_dp[nt][i] = dp;
+          acc_s[nt][i] = t;
+        }
+      }
+      const int n0 = n_begin + wn * 16;
+      if (mask.template block_needs_mask<kBlockN>(n_begin / kBlockN, blk.m_begin,
+                                                  blk.m_begin + kBlockM)) {
+        apply_mask(acc_s, mask, blk.m_begin, n0, lane);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const float2 lse = *reinterpret_cast<const float2 *>(s_lse + nt * 8 + 2 * (lane % 4));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float l = i % 2 == 0 ? lse.x : lse.y;
+          const float p_t = exp2_approx(fmaf(acc_s[nt][i], p.score_scale_log2, -l));  // P^T
+          acc_s[nt][i] = p_t;
+          acc_dp[nt][i] *= p_t;  // dS^T
+        }
+      }
+      KeyFrag a_p, a_ds;
+      pack_a(a_p, acc_s);
+      pack_a(a_ds, acc_dp);
+
+      // dS^T to shared memory for dQ (the kWarpsD warps of a key group hold the same values).
+      if (wd == 0) {
+#pragma unroll
+        for (int j = 0; j < kMK; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+              const int row = wn * 16 + lane / 4 + 8 * h;
+              *reinterpret_cast<uint32_t *>(smem.ds + TileDS::offset(row, 2 * j + t) +
+                                            2 * (lane % 4)) = a_ds[j][2 * t + h];
+            }
+      }
+      gemm_keys_dims(acc_dv, a_p, opaque(sDO), la);  // dV += P^T dO
+      gemm_keys_dims(acc_dk, a_ds, opaque(sQ), la);  // dK += dS^T Q
+      if (it + 1 < n_iters) write_row_stat(1 - stage, next_stat);
+      // Barrier: dS^T, written by every key group, is visible to all warps.
+      __syncthreads();
+      gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane);
+    }
+  }
+
+  // dQ (kBlockM x kHeadDim) += dS (kBlockM x kBlockN) . K (kBlockN x kHeadDim) for one query
+  // block, added to dq_accum with fp32 atomics (other CTAs add the other key blocks). Warp
+  // (dq_rows, dq_way) computes 16 rows and its dealt column pairs; each dS fragment is loaded
+  // once and used for all of them.
+  template <class Block>
+  __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
+                                                 const SeqlenInfo &seq, int batch, Block blk,
+                                                 const LaneAddressing &la, int dq_rows,
+                                                 int dq_way, int lane) {
+    float acc[kPairsDQ][2][4];  // (pairs, 2 n8 tiles, 4): 16 query rows x dealt columns
+#pragma unroll
+    for (int pr = 0; pr < kPairsDQ; ++pr)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[pr][t][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kNK; ++kk) {
+      uint32_t a[4];  // dS (16 queries x 16 keys), transposed out of dS^T
+      ldmatrix_x4_trans(a, smem_addr(smem.ds + la.ds_at + kk * 16 * TileDS::kSubCols));
+#pragma unroll
+      for (int pr = 0; pr < kPairsDQ; ++pr) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, smem_addr(smem.k + TileKV::offset(la.k_bt, kk * 16, pr)));
+        mma_16816<Element>(acc[pr][0], a, b[0], b[1]);
+        mma_16816<Element>(acc[pr][1], a, b[2], b[3]);
+      }
+    }
+    float *dq_accum = p.dq_accum +
+                      seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
+                                        p.acc_head_stride);
+    const int row0 = blk.m_begin + dq_rows * 16 + lane / 4;
+#pragma unroll
+    for (int pr = 0; pr < kPairsDQ; ++pr)
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = row0 + 8 * h;
+          const int col =
+              TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
+          if (row < seq.seqlen_q && col < p.head_dim) {
+            atomic_add2(dq_accum + int64_t(row) * p.acc_row_stride + col, acc[pr][t][2 * h],
+                        acc[pr][t][2 * h + 1]);
+          }
+        }
+  }
+};
+
+}  // namespace ioattn::sm80
