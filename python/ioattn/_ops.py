@@ -398,20 +398,30 @@ def _bwd_cuda(
         0,
         _current_stream(index),
     )
-    with torch.cuda.device(index):
-        backend = _backend.pick(cands, args)
-        library = backend.library
-        assert library is not None
-        status, nbytes = library.bwd_workspace_size(args)
-        if status != _abi.OK:
-            raise RuntimeError(f"ioattn ({library.name}): {library.describe_status(status)}")
-        # The workspace stays referenced until the launch is enqueued; the caching allocator
-        # keeps it from being reused by another stream's work before the kernels ran.
-        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=q.device)
-        args.workspace = workspace.data_ptr()
-        args.workspace_bytes = nbytes
-        library.bwd(args)
+    if torch.cuda.current_device() == index:
+        _launch_bwd(cands, args, q.device)
+    else:
+        with torch.cuda.device(index):
+            _launch_bwd(cands, args, q.device)
     return dq, dk, dv
+
+
+def _launch_bwd(
+    cands: tuple[_backend.Backend, ...], args: _abi.BwdArgs, device: torch.device
+) -> Tensor:
+    """Picks the library, allocates the workspace it asks for and launches. The workspace may be
+    freed once the kernels are enqueued: the caching allocator reuses it only in stream order."""
+    backend = _backend.pick(cands, args)
+    library = backend.library
+    assert library is not None
+    status, nbytes = library.bwd_workspace_size(args)
+    if status != _abi.OK:
+        raise RuntimeError(f"ioattn ({library.name}): {library.describe_status(status)}")
+    workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+    args.workspace = workspace.data_ptr()
+    args.workspace_bytes = nbytes
+    library.bwd(args)
+    return workspace
 
 
 def _bwd_fake(

@@ -52,12 +52,12 @@ struct BwdPreprocess {
     const int sub = threadIdx.x % kLanesPerRow;
     float sum = 0.f;
     if (r < p.rows_q) {
-      const Element *o = static_cast<const Element *>(p.out) +
-                         q_like_row_offset(p, r, head, p.o_batch_stride, p.o_row_stride,
-                                           p.o_head_stride);
-      const Element *dout = static_cast<const Element *>(p.dout) +
-                            q_like_row_offset(p, r, head, p.do_batch_stride, p.do_row_stride,
-                                              p.do_head_stride);
+      const Element *o =
+          static_cast<const Element *>(p.out) +
+          q_like_row_offset(p, r, head, p.o_batch_stride, p.o_row_stride, p.o_head_stride);
+      const Element *dout =
+          static_cast<const Element *>(p.dout) +
+          q_like_row_offset(p, r, head, p.do_batch_stride, p.do_row_stride, p.do_head_stride);
       for (int c = sub; c < p.head_dim / 8; c += kLanesPerRow) {
         const uint4 a = *reinterpret_cast<const uint4 *>(o + c * 8);
         const uint4 b = *reinterpret_cast<const uint4 *>(dout + c * 8);
@@ -103,14 +103,14 @@ struct BwdPostprocess {
     const int head = int(rh % p.num_heads);
     const int64_t r = rh / p.num_heads;
     if (r >= p.rows_q) return;
-    const float *acc = p.dq_accum +
-                       q_like_row_offset(p, r, head, p.acc_batch_stride, p.acc_row_stride,
-                                         p.acc_head_stride) +
-                       chunk * 8;
-    Element *dq = static_cast<Element *>(p.dq) +
-                  q_like_row_offset(p, r, head, p.dq_batch_stride, p.dq_row_stride,
-                                    p.dq_head_stride) +
-                  chunk * 8;
+    const float *acc =
+        p.dq_accum +
+        q_like_row_offset(p, r, head, p.acc_batch_stride, p.acc_row_stride, p.acc_head_stride) +
+        chunk * 8;
+    Element *dq =
+        static_cast<Element *>(p.dq) +
+        q_like_row_offset(p, r, head, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride) +
+        chunk * 8;
     const float4 lo = *reinterpret_cast<const float4 *>(acc);
     const float4 hi = *reinterpret_cast<const float4 *>(acc + 4);
     const float s = p.grad_scale;

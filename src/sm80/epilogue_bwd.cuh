@@ -71,9 +71,9 @@ struct EpilogueBwd {
   }
 
   // Keys that no query sees: dK = dV = 0.
-  __device__ __forceinline__ static void store_zero(Element *dk, int64_t dk_row_stride,
-                                                    Element *dv, int64_t dv_row_stride,
-                                                    int rows_valid, int head_dim) {
+  __device__ __forceinline__ static void store_zero(Element *dk, int64_t dk_row_stride, Element *dv,
+                                                    int64_t dv_row_stride, int rows_valid,
+                                                    int head_dim) {
     const int chunks_valid = head_dim / 8;
     const int rows = min(rows_valid, kBlockN);
     for (int idx = threadIdx.x; idx < rows * chunks_valid; idx += kNThreads) {

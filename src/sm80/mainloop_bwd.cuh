@@ -175,8 +175,8 @@ struct MainloopBwd {
     const int tid = threadIdx.x;
     const int warp = tid / 32;
     const int lane = tid % 32;
-    const int wn = warp % kWarpsN;  // key group: keys [16 wn, 16 wn + 16) of the tile
-    const int wd = warp / kWarpsN;  // its share of the dK/dV columns
+    const int wn = warp % kWarpsN;            // key group: keys [16 wn, 16 wn + 16) of the tile
+    const int wd = warp / kWarpsN;            // its share of the dK/dV columns
     const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 dq_rows, +16) of a query block
     const int dq_way = warp / kDQRowGroups;   // dQ: its share of the columns
     const int chunks_valid = p.head_dim / 8;
@@ -204,12 +204,12 @@ struct MainloopBwd {
       return Block{head_k * p.group_size + it / n_m, (m_blocks.begin + it % n_m) * kBlockM};
     };
     auto load_q_do = [&](int stage, Block b) {
-      const Element *q = static_cast<const Element *>(p.q) +
-                         seq.q_like_offset(batch, b.head, p.q_batch_stride, p.q_row_stride,
-                                           p.q_head_stride);
-      const Element *dout = static_cast<const Element *>(p.dout) +
-                            seq.q_like_offset(batch, b.head, p.do_batch_stride, p.do_row_stride,
-                                              p.do_head_stride);
+      const Element *q =
+          static_cast<const Element *>(p.q) +
+          seq.q_like_offset(batch, b.head, p.q_batch_stride, p.q_row_stride, p.q_head_stride);
+      const Element *dout =
+          static_cast<const Element *>(p.dout) +
+          seq.q_like_offset(batch, b.head, p.do_batch_stride, p.do_row_stride, p.do_head_stride);
       const int rows = seq.seqlen_q - b.m_begin;
       load_tile<TileQ, kNThreads>(smem.q[stage], q + int64_t(b.m_begin) * p.q_row_stride,
                                   p.q_row_stride, rows, chunks_valid, tid);
@@ -225,13 +225,11 @@ struct MainloopBwd {
       const int row = b.m_begin + t;
       const bool valid = row < seq.seqlen_q;
       if (tid < kBlockM) {
-        const float lse =
-            valid ? p.lse[seq.lse_offset(p, batch, b.head) + row] : -neg_inf();
+        const float lse = valid ? p.lse[seq.lse_offset(p, batch, b.head) + row] : -neg_inf();
         return lse == neg_inf() ? -neg_inf() : lse * kLog2e;
       }
       if (tid < 2 * kBlockM && valid) {
-        return p.dsum[seq.row_stat_offset(batch, b.head, p.dsum_batch_stride,
-                                          p.dsum_head_stride) +
+        return p.dsum[seq.row_stat_offset(batch, b.head, p.dsum_batch_stride, p.dsum_head_stride) +
                       row];
       }
       return 0.f;
@@ -343,8 +341,8 @@ struct MainloopBwd {
   template <class Block>
   __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
                                                  const SeqlenInfo &seq, int batch, Block blk,
-                                                 const LaneAddressing &la, int dq_rows,
-                                                 int dq_way, int lane) {
+                                                 const LaneAddressing &la, int dq_rows, int dq_way,
+                                                 int lane) {
     float acc[kPairsDQ][2][4];  // (pairs, 2 n8 tiles, 4): 16 query rows x dealt columns
 #pragma unroll
     for (int pr = 0; pr < kPairsDQ; ++pr)
@@ -364,9 +362,8 @@ struct MainloopBwd {
         mma_16816<Element>(acc[pr][1], a, b[2], b[3]);
       }
     }
-    float *dq_accum = p.dq_accum +
-                      seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
-                                        p.acc_head_stride);
+    float *dq_accum = p.dq_accum + seq.q_like_offset(batch, blk.head, p.acc_batch_stride,
+                                                     p.acc_row_stride, p.acc_head_stride);
     const int row0 = blk.m_begin + dq_rows * 16 + lane / 4;
 #pragma unroll
     for (int pr = 0; pr < kPairsDQ; ++pr)
@@ -375,8 +372,7 @@ struct MainloopBwd {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int row = row0 + 8 * h;
-          const int col =
-              TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
+          const int col = TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
           if (row < seq.seqlen_q && col < p.head_dim) {
             atomic_add2(dq_accum + int64_t(row) * p.acc_row_stride + col, acc[pr][t][2 * h],
                         acc[pr][t][2 * h + 1]);

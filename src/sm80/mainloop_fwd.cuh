@@ -11,8 +11,8 @@
 #include "common/softmax.cuh"
 #include "sm80/ptx.cuh"
 #include "sm80/smem_tile.cuh"
-#include "sm80/tile_copy.cuh"
 #include "sm80/tile_config.h"
+#include "sm80/tile_copy.cuh"
 
 namespace ioattn::sm80 {
 
@@ -188,13 +188,13 @@ struct MainloopFwd {
 
     auto load_kv = [&](Element *dst, const Element *src, int64_t row_stride, int n_block) {
       load_tile<TileKV, kNThreads>(dst, src + int64_t(n_block) * kBlockN * row_stride, row_stride,
-                        seqlen_k - n_block * kBlockN, chunks_valid, tid);
+                                   seqlen_k - n_block * kBlockN, chunks_valid, tid);
     };
 
     const int n_last = blocks.end - 1;  // blocks run from the right edge leftwards
     const int n_iters = blocks.end - blocks.begin;
     load_tile<TileQ, kNThreads>(smem.q, q + int64_t(m_begin) * p.q_row_stride, p.q_row_stride,
-                     seqlen_q - m_begin, chunks_valid, tid);
+                                seqlen_q - m_begin, chunks_valid, tid);
     load_kv(smem.k[0], k, p.k_row_stride, n_last);
     cp_async_commit();  // group: Q + K(first)
     if constexpr (kStages == 2) {

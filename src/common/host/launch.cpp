@@ -57,15 +57,15 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
     if (err != cudaSuccess) return err;
   }
   // Main kernel: grid.x = key blocks * K/V heads * batch (SingleTileScheduler over keys).
-  cudaError_t err = launch(kernel.kernel, kernel.image, kernel.symbol,
-                           ceil_div(params.seqlen_k, kernel.block) * params.num_heads_k *
-                               params.batch,
-                           kernel.num_threads, kernel.smem_bytes, params, stream);
+  cudaError_t err =
+      launch(kernel.kernel, kernel.image, kernel.symbol,
+             ceil_div(params.seqlen_k, kernel.block) * params.num_heads_k * params.batch,
+             kernel.num_threads, kernel.smem_bytes, params, stream);
   if (err != cudaSuccess || rows_heads == 0) return err;
   // Postprocess: one thread per 8 elements of dq.
   return launch(post.kernel, post.image, post.symbol,
-                ceil_div(rows_heads * (params.head_dim / 8), post.num_threads), post.num_threads,
-                0, params, stream);
+                ceil_div(rows_heads * (params.head_dim / 8), post.num_threads), post.num_threads, 0,
+                params, stream);
 }
 
 }  // namespace ioattn

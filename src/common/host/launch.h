@@ -15,7 +15,6 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
 // The backward's kernels in order: dq_accum = 0, preprocess (dsum), the main kernel over
 // every (key block, K/V head, batch) tile, postprocess (dq).
 cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
-                       const HelperKernelEntry &post, const BwdParams &params,
-                       cudaStream_t stream);
+                       const HelperKernelEntry &post, const BwdParams &params, cudaStream_t stream);
 
 }  // namespace ioattn

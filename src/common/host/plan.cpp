@@ -198,8 +198,8 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   clear_error();
   plan->kernel = nullptr;
   const KernelEntry *kernel = nullptr;
-  if (int32_t s = check_common(a, "ioattn_fwd_args", "forward", kFwdKernels, kNumFwdKernels,
-                               &kernel);
+  if (int32_t s =
+          check_common(a, "ioattn_fwd_args", "forward", kFwdKernels, kNumFwdKernels, &kernel);
       s != IOATTN_OK) {
     return s;
   }
@@ -224,8 +224,8 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   plan->kernel = nullptr;
   plan->workspace_bytes = 0;
   const KernelEntry *kernel = nullptr;
-  if (int32_t s = check_common(a, "ioattn_bwd_args", "backward", kBwdKernels, kNumBwdKernels,
-                               &kernel);
+  if (int32_t s =
+          check_common(a, "ioattn_bwd_args", "backward", kBwdKernels, kNumBwdKernels, &kernel);
       s != IOATTN_OK) {
     return s;
   }
@@ -280,8 +280,7 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   if (check_workspace) {
     if (a->workspace_bytes < plan->workspace_bytes) {
       return fail(IOATTN_ERR_INVALID, "workspace_bytes is " + str(a->workspace_bytes) +
-                                          ", these arguments need " +
-                                          str(plan->workspace_bytes) +
+                                          ", these arguments need " + str(plan->workspace_bytes) +
                                           " (ioattn_bwd_workspace_size)");
     }
     if (plan->workspace_bytes > 0 && (!a->workspace || !aligned16(a->workspace))) {

@@ -166,8 +166,8 @@ typedef struct ioattn_field {
 IOATTN_API int32_t ioattn_abi_version(void);
 
 /*
- * Layout of the struct called `name` ("ioattn_fwd_args", "ioattn_bwd_args", "ioattn_field"): writes up to
- * `capacity` fields in declaration order into `fields` (which may be NULL when capacity is
+ * Layout of the struct called `name` ("ioattn_fwd_args", "ioattn_bwd_args", "ioattn_field"): writes
+ * up to `capacity` fields in declaration order into `fields` (which may be NULL when capacity is
  * 0), stores sizeof(struct) in *struct_size, and returns the number of fields, or -1 for an
  * unknown name.
  */
