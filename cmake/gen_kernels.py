@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate one library's kernel table: the single source of truth for what gets compiled.
 
-For every (dtype x head dim x mask x softcap) variant of the forward and the backward pass, and
+For every (dtype x head dim x mask x softcap) variant of the forward and the backward pass
+(atomic and deterministic), and
 for the backward's per-dtype helpers (preprocess, postprocess), this writes one device source
 defining one ``extern "C" __global__`` entry point (compiled to a fat binary by
 cmake/device_compile.py, with nvcc or NVRTC), plus the host source ``kernel_table.cpp``: the
@@ -43,6 +44,15 @@ LIBRARIES: dict[str, dict] = {
             "bwd": {
                 "entry_header": "sm80/bwd_entry.cuh",
                 "variant": "ioattn::sm80::BwdKernelFor",
+                "params": "ioattn::BwdParams",
+                "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
+                "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
+                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {w})",
+            },
+            # deterministic=1: the same backward with a scheduler that walks key blocks in order
+            "bwd_det": {
+                "entry_header": "sm80/bwd_entry.cuh",
+                "variant": "ioattn::sm80::BwdDeterministicKernelFor",
                 "params": "ioattn::BwdParams",
                 "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
                 "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
@@ -246,6 +256,7 @@ def main() -> None:
         + "}  // namespace\n\n"
         + table_of("KernelEntry", "kFwdKernels", tables["fwd"])
         + table_of("KernelEntry", "kBwdKernels", tables["bwd"])
+        + table_of("KernelEntry", "kBwdDetKernels", tables["bwd_det"])
         + table_of("HelperKernelEntry", "kBwdPreKernels", helper_tables["bwd_pre"])
         + table_of("HelperKernelEntry", "kBwdPostKernels", helper_tables["bwd_post"])
         + f'const char kLibraryName[] = "{args.library}";\n'

@@ -77,18 +77,23 @@ def test_build_info_shape(lib: _abi.Library) -> None:
     kernels = info["kernels"]
     assert isinstance(kernels, list) and kernels, "no kernels listed"
     for kernel in kernels:
-        assert kernel["op"] in {"fwd", "bwd", "bwd_pre", "bwd_post"}, kernel
+        assert kernel["op"] in {"fwd", "bwd", "bwd_det", "bwd_pre", "bwd_post"}, kernel
         assert kernel["dtype"] in {"fp16", "bf16"}, kernel
-        if kernel["op"] in {"fwd", "bwd"}:  # attention variants; the helpers are per dtype
+        if kernel["op"] in {
+            "fwd",
+            "bwd",
+            "bwd_det",
+        }:  # attention variants; the helpers are per dtype
             assert kernel["head_dim"] in COMPILED_HEAD_DIMS, kernel
             assert isinstance(kernel["mask"], str), kernel
             assert isinstance(kernel["softcap"], bool), kernel
     variants = {
         op: {(k["dtype"], k["head_dim"], k["mask"], k["softcap"]) for k in kernels if k["op"] == op}
-        for op in ("fwd", "bwd")
+        for op in ("fwd", "bwd", "bwd_det")
     }
     assert variants["fwd"], "no forward kernel"
     assert variants["bwd"] == variants["fwd"], "every forward variant has its backward"
+    assert variants["bwd_det"] == variants["fwd"], "... and its deterministic backward"
     for helper in ("bwd_pre", "bwd_post"):
         dtypes = {k["dtype"] for k in kernels if k["op"] == helper}
         assert dtypes == {d for d, *_ in variants["bwd"]}, f"{helper}: one per dtype"

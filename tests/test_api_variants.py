@@ -1,4 +1,4 @@
-"""The packed and varlen variants equal the plain call; op registration (CPU and GPU)."""
+"""The packed and varlen variants equal the plain call (CPU and GPU)."""
 
 from __future__ import annotations
 
@@ -203,30 +203,3 @@ def test_large_window_equals_unbounded(device: str) -> None:
     assert torch.equal(ioattn.flash_attn_func(q, k, k, window_size=(47, 33)), full)
     causal = ioattn.flash_attn_func(q, k, k, causal=True)
     assert torch.equal(ioattn.flash_attn_func(q, k, k, window_size=(1000, 0)), causal)
-
-
-def test_opcheck() -> None:
-    """Schema, fake (meta) kernel and AOT dispatch of ioattn::fwd agree with the real op."""
-    opcheck = getattr(torch.library, "opcheck", None)
-    if opcheck is None:
-        pytest.skip("torch.library.opcheck needs torch >= 2.4")
-    torch.manual_seed(0)
-    q = torch.randn(2, 9, 4, 32, dtype=torch.bfloat16)
-    k = torch.randn(2, 11, 2, 32, dtype=torch.bfloat16)
-    opcheck(torch.ops.ioattn.fwd.default, (q, k, k, None, None, 9, 11, 0.2, -1, 0, 0.0))
-    cu_q = torch.tensor([0, 3, 9], dtype=torch.int32)
-    cu_k = torch.tensor([0, 4, 11], dtype=torch.int32)
-    opcheck(torch.ops.ioattn.fwd.default, (q[0], k[0], k[0], cu_q, cu_k, 6, 7, 0.2, 3, -1, 5.0))
-
-
-def test_torch_compile_fullgraph() -> None:
-    """The public function traces into one graph (the op is opaque; validation is static)."""
-    torch.manual_seed(0)
-    q = torch.randn(2, 9, 4, 32, dtype=torch.bfloat16)
-    k = torch.randn(2, 11, 2, 32, dtype=torch.bfloat16)
-
-    def f(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return ioattn.flash_attn_func(q, k, k, causal=True) * 2
-
-    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(q, k), f(q, k))

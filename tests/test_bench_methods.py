@@ -38,7 +38,9 @@ def test_ioattn_methods_follow_the_built_libraries(
 ) -> None:
     monkeypatch.setattr(_backend, "available_backends", lambda: backends)
     found = methods.ioattn_methods()
-    assert [m.name for m in found] == [f"ioattn-{b}" for b in backends if b != "reference"]
+    libs = [b for b in backends if b != "reference"]
+    assert [m.name for m in found] == [f"ioattn-{b}{s}" for b in libs for s in ("", "-det")]
+    assert [m.opt_in for m in found] == [False, True] * len(libs)
     assert all(m.ours and m.passes == ("fwd", "bwd", "fwdbwd") for m in found)
     assert all("fp8" not in m.dtypes for m in found)  # none yet: fp8 cells are skipped
     all_names = [m.name for m in methods.all_methods()]
@@ -66,10 +68,12 @@ def test_forced_backend_sets_and_restores(monkeypatch: pytest.MonkeyPatch) -> No
         ("fa3-*", ["fa3-jax"]),
         ("*cudnn", ["sdpa-cudnn"]),
         ("ioattn-sm80,flex", ["ioattn-sm80", "flex"]),
+        ("ioattn-*", ["ioattn-sm90", "ioattn-sm80"]),  # opt-in methods: by exact name only
+        ("ioattn-sm80-det,ioattn-sm80", ["ioattn-sm80", "ioattn-sm80-det"]),
     ],
 )
 def test_select(pattern: str, selected: list[str]) -> None:
-    registry = [methods.ioattn_method("sm90"), methods.ioattn_method("sm80")]
+    registry = [methods.ioattn_method(b, det) for b in ("sm90", "sm80") for det in (False, True)]
     registry += methods.peer_methods()
     got = methods.select(registry, pattern.split(","))
     assert [m.name for m in got] == selected
@@ -78,6 +82,8 @@ def test_select(pattern: str, selected: list[str]) -> None:
 def test_select_all_and_unknown() -> None:
     registry = methods.peer_methods()
     assert methods.select(registry, None) == registry
+    det = methods.ioattn_method("sm80", deterministic=True)
+    assert methods.select([det, *registry], None) == registry  # opt-in: not by default
     with pytest.raises(ValueError, match="matches nothing"):
         methods.select(registry, ["flash-attn-9"])
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,19 +165,31 @@ def pick(cands: tuple[Backend, ...], args: _abi.FwdArgs | _abi.BwdArgs) -> Backe
     (valid arguments with no kernel built for them), else RuntimeError; both carry the
     reason each library gave.
     """
+    if isinstance(args, _abi.BwdArgs):
+        return pick_bwd(cands, args)[0]
+    return _first_supporting(cands, lambda lib: (lib.fwd_status(args), 0))[0]
+
+
+def pick_bwd(cands: tuple[Backend, ...], args: _abi.BwdArgs) -> tuple[Backend, int]:
+    """As :func:`pick` for the backward, with the workspace bytes the chosen library asks
+    for (one ``ioattn_bwd_workspace_size`` call per library tried)."""
+    return _first_supporting(cands, lambda lib: lib.bwd_workspace_size(args))
+
+
+def _first_supporting(
+    cands: tuple[Backend, ...], probe: Callable[[_abi.Library], tuple[int, int]]
+) -> tuple[Backend, int]:
+    """The first candidate for which ``probe(library)`` gives status OK, with the value the
+    probe returned beside it (0 for the reference)."""
     if cands[0].is_reference:
-        return cands[0]
+        return cands[0], 0
     reasons = []
     unsupported_only = True
-    backward = isinstance(args, _abi.BwdArgs)
     for backend in cands:
         assert backend.library is not None
-        if backward:  # everything but the workspace, which the caller allocates after this
-            status, _ = backend.library.bwd_workspace_size(args)  # type: ignore[arg-type]
-        else:
-            status = backend.library.fwd_status(args)  # type: ignore[arg-type]
+        status, value = probe(backend.library)
         if status == _abi.OK:
-            return backend
+            return backend, value
         unsupported_only = unsupported_only and status == _abi.ERR_UNSUPPORTED
         reasons.append(f"{backend.name}: {backend.library.describe_status(status)}")
     message = "ioattn: no kernel library supports these arguments (" + "; ".join(reasons) + ")"

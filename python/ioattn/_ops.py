@@ -12,20 +12,21 @@ struct again themselves.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ioattn import _abi, _backend, reference
 
-__all__ = ["aligned_view", "bwd", "fwd", "needs_copy"]
+__all__ = ["aligned_view", "bwd", "fwd", "fwd_autograd", "needs_copy"]
 
 _LIB = torch.library.Library("ioattn", "FRAGMENT")  # kept alive by this module
 
 _FWD_SCHEMA = (
     "(Tensor q, Tensor k, Tensor v, Tensor? cu_seqlens_q, Tensor? cu_seqlens_k, "
     "int max_seqlen_q, int max_seqlen_k, float softmax_scale, int window_left, "
-    "int window_right, float softcap) -> (Tensor out, Tensor lse)"
+    "int window_right, float softcap, bool deterministic) -> (Tensor out, Tensor lse)"
 )
 
 _BWD_SCHEMA = (
@@ -99,6 +100,7 @@ def _fwd_cpu(
     window_left: int,
     window_right: int,
     softcap: float,
+    deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
     _backend.candidates(q.device)  # CPU: always the reference; still rejects a bad IOATTN_BACKEND
     return _reference(
@@ -148,6 +150,7 @@ def _fwd_cuda(
     window_left: int,
     window_right: int,
     softcap: float,
+    deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
     # Hot path: every property access costs ~0.5 us, so shapes and strides are read once.
     qshape = q.shape
@@ -411,12 +414,9 @@ def _launch_bwd(
 ) -> Tensor:
     """Picks the library, allocates the workspace it asks for and launches. The workspace may be
     freed once the kernels are enqueued: the caching allocator reuses it only in stream order."""
-    backend = _backend.pick(cands, args)
+    backend, nbytes = _backend.pick_bwd(cands, args)
     library = backend.library
     assert library is not None
-    status, nbytes = library.bwd_workspace_size(args)
-    if status != _abi.OK:
-        raise RuntimeError(f"ioattn ({library.name}): {library.describe_status(status)}")
     workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
     args.workspace = workspace.data_ptr()
     args.workspace_bytes = nbytes
@@ -456,6 +456,7 @@ def _fwd_fake(
     window_left: int,
     window_right: int,
     softcap: float,
+    deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
     out_shape, lse_shape = _out_shapes(q, cu_seqlens_q)
     out = q.new_empty(out_shape)
@@ -473,6 +474,58 @@ torch.library.impl("ioattn::bwd", "cuda", _bwd_cuda, lib=_LIB)
 _register_fake("ioattn::bwd", _bwd_fake, lib=_LIB)
 
 
+# Autograd: ioattn::fwd is differentiable in q, k, v through ioattn::bwd, which recomputes
+# attention from the saved out and lse (FlashAttention's memory trade). lse is an output for
+# the caller's information only: it is marked non-differentiable.
+#
+# The kernel sits at the op's Autograd dispatch key, as torch.library.register_autograd would
+# put it, but written out: register_autograd re-binds the schema's defaults on every call
+# (~100 us per forward in torch 2.11), most of this op's host cost on a small problem.
+class _FwdAutograd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        with torch._C._AutoDispatchBelowAutograd():  # to the CUDA / CPU / fake kernel
+            out, lse = torch.ops.ioattn.fwd.default(*args)
+        q, k, v, cu_seqlens_q, cu_seqlens_k, *params = args
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
+        ctx.params = tuple(params)  # max_seqlen_q ... deterministic: the bwd schema's tail
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor, _dlse: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        args = (dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, *ctx.params)
+        if torch.is_grad_enabled():  # create_graph=True: through ioattn::bwd's autograd
+            dq, dk, dv = torch.ops.ioattn.bwd.default(*args)
+        else:  # the usual case: straight to the kernel (nothing to record)
+            with torch._C._AutoDispatchBelowAutograd():
+                dq, dk, dv = torch.ops.ioattn.bwd.default(*args)
+        return (dq, dk, dv) + (None,) * (len(ctx.params) + 2)
+
+
+def fwd_autograd(*args: Any) -> tuple[Tensor, Tensor]:
+    """The Autograd kernel of ``ioattn::fwd`` (same arguments). Eager callers may call it
+    directly, saving the dispatcher's round trip into it."""
+    q, k, v = args[:3]
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _FwdAutograd.apply(*args)
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.ioattn.fwd.default(*args)
+
+
+def _bwd_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+    raise NotImplementedError(
+        "ioattn: double backward (a gradient of the attention backward) is not implemented"
+    )
+
+
+_LIB.impl("fwd", fwd_autograd, "Autograd")
+torch.library.register_autograd(
+    "ioattn::bwd", _bwd_backward, setup_context=lambda ctx, inputs, output: None, lib=_LIB
+)
+
+
 def fwd(
     q: Tensor,
     k: Tensor,
@@ -485,8 +538,10 @@ def fwd(
     window_left: int,
     window_right: int,
     softcap: float,
+    deterministic: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """``torch.ops.ioattn.fwd``: (out like q, lse fp32 (b, h, s_q) or (h, total_q))."""
+    """``torch.ops.ioattn.fwd``: (out like q, lse fp32 (b, h, s_q) or (h, total_q)).
+    Differentiable in q, k, v; ``deterministic`` is read by the backward only."""
     return torch.ops.ioattn.fwd(
         q,
         k,
@@ -499,6 +554,7 @@ def fwd(
         window_left,
         window_right,
         softcap,
+        deterministic,
     )
 
 

@@ -46,9 +46,11 @@ struct FwdParams {
 
 // The backward pass reads everything the forward did (q, k, v, out, lse, masks, score mod)
 // plus dout, and writes dq, dk, dv. Two fp32 workspaces that the caller allocates:
-//   dq_accum (rows_q, num_heads, head_dim): dQ summed over key blocks (atomics), then scaled
-//            and converted into dq by the postprocess kernel. rows_q = batch * seqlen_q, or
-//            total_q for varlen; row r of batch b is b * seqlen_q + s (dense) or the varlen row.
+//   dq_accum (slices, rows_q, num_heads, head_dim): dQ summed over key blocks (atomics), then
+//            summed over slices, scaled and converted into dq by the postprocess kernel. One
+//            slice, or dq_splits of them in deterministic mode (see below). rows_q = batch *
+//            seqlen_q, or total_q for varlen; row r of batch b is b * seqlen_q + s (dense) or the
+//            varlen row.
 //   dsum     rowsum(dout * out), laid out like lse but packed: (batch, num_heads, seqlen_q), or
 //            (num_heads, total_q) for varlen.
 struct BwdParams : FwdParams {
@@ -66,6 +68,15 @@ struct BwdParams : FwdParams {
   // Strides of dq_accum (elements) and dsum, in the same (batch, row, head) roles as q's.
   int64_t acc_batch_stride, acc_row_stride, acc_head_stride;
   int64_t dsum_batch_stride, dsum_head_stride;
+
+  // Deterministic mode (dq_splits > 0): grid.x = dq_splits * num_heads_k * batch, and CTA
+  // (slot, head, batch) walks key blocks slot, slot + dq_splits, ... in order, adding its dQ
+  // into its own slice slot of dq_accum (slices acc_split_stride elements apart). Each slice
+  // then has a single writer thread per element, whose adds land in program order, and the
+  // postprocess sums the slices in slice order: bitwise reproducible. With dq_splits = 0 every
+  // key block is its own CTA and all of them add into slice 0 with atomics in any order.
+  int dq_splits;
+  int64_t acc_split_stride;
 
   int64_t rows_q;    // batch * seqlen_q, or total_q for varlen
   float grad_scale;  // softmax_scale: d(score)/d(q.k) outside the softcap derivative

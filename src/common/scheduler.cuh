@@ -1,5 +1,6 @@
-// Tile schedulers: map a CTA to the (block, head, batch) tile it computes. `block` is the
-// query block of a forward tile, the key block of a backward tile.
+// Tile schedulers: map a CTA to the (block, head, batch) tile it computes (or, with
+// kWalksBlocks, to the first of the blocks it walks). `block` is the query block of a forward
+// tile, the key block of a backward tile.
 #pragma once
 
 #include "common/portable.h"
@@ -19,6 +20,8 @@ struct TileCoord {
 // run in descending order so the long tiles start first and the short ones fill the tail.
 template <bool kHeaviestFirst>
 struct SingleTileScheduler {
+  static constexpr bool kWalksBlocks = false;
+
   __device__ static TileCoord tile(int num_blocks, int num_heads) {
     const int64_t idx = blockIdx.x;
     const int m = int(idx % num_blocks);
@@ -28,6 +31,18 @@ struct SingleTileScheduler {
     c.head = int(bh % num_heads);
     c.batch = int(bh / num_heads);
     return c;
+  }
+};
+
+// The deterministic backward's scheduler: grid.x = slots * num_heads * batch, the slot
+// fastest; CTA (slot, head, batch) walks blocks slot, slot + slots, slot + 2 slots, ... of
+// its (head, batch) in ascending order, so everything it adds to memory lands in a fixed
+// order (see BwdParams::dq_splits).
+struct StridedTileScheduler {
+  static constexpr bool kWalksBlocks = true;
+
+  __device__ static TileCoord tile(int slots, int num_heads) {
+    return SingleTileScheduler<false>::tile(slots, num_heads);
   }
 };
 

@@ -1,6 +1,7 @@
 // The backward's memory-bound helpers, one pair per element type (any head dim):
 //   BwdPreprocess   dsum = rowsum(dO o O) in fp32, per query row and head;
-//   BwdPostprocess  dq = dq_accum * softmax_scale, converted to the element type.
+//   BwdPostprocess  dq = (sum of the dq_accum slices) * softmax_scale, converted to the
+//                   element type.
 // Both walk the rows of q in the same (batch, row, head) roles: row r of rows_q is
 // (b, s) = (r / seqlen_q, r % seqlen_q) for a dense batch and the packed row r for varlen.
 #pragma once
@@ -111,8 +112,16 @@ struct BwdPostprocess {
         static_cast<Element *>(p.dq) +
         q_like_row_offset(p, r, head, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride) +
         chunk * 8;
-    const float4 lo = *reinterpret_cast<const float4 *>(acc);
-    const float4 hi = *reinterpret_cast<const float4 *>(acc + 4);
+    float4 lo = *reinterpret_cast<const float4 *>(acc);
+    float4 hi = *reinterpret_cast<const float4 *>(acc + 4);
+    // Deterministic mode: the slices, always summed in slice order.
+    for (int split = 1; split < p.dq_splits; ++split) {
+      const float *slice = acc + split * p.acc_split_stride;
+      const float4 l = *reinterpret_cast<const float4 *>(slice);
+      const float4 h = *reinterpret_cast<const float4 *>(slice + 4);
+      lo = make_float4(lo.x + l.x, lo.y + l.y, lo.z + l.z, lo.w + l.w);
+      hi = make_float4(hi.x + h.x, hi.y + h.y, hi.z + h.z, hi.w + h.w);
+    }
     const float s = p.grad_scale;
     uint4 out;
     out.x = pack2<Element>(lo.x * s, lo.y * s);

@@ -16,12 +16,14 @@
 
 namespace ioattn::sm80 {
 
-template <class Element, int kHeadDim, bool kWindow, bool kSoftcap>
+// kDeterministic: the StridedTileScheduler kernel of deterministic = 1 (see BwdParams).
+template <class Element, int kHeadDim, bool kWindow, bool kSoftcap, bool kDeterministic = false>
 struct BwdKernelFor {
   using ScoreMod = conditional_t<kSoftcap, TanhSoftcap, NoSoftcap>;
   using Mainloop = MainloopBwd<Element, kHeadDim, Mask<kWindow>, ScoreMod>;
   // Key blocks in ascending order: under a causal mask the first ones see the most queries.
-  using type = BwdKernel<Mainloop, EpilogueBwd<Mainloop>, SingleTileScheduler<false>>;
+  using Scheduler = conditional_t<kDeterministic, StridedTileScheduler, SingleTileScheduler<false>>;
+  using type = BwdKernel<Mainloop, EpilogueBwd<Mainloop>, Scheduler>;
 
   // The host launches from tile_config.h alone, so the kernel must agree with it exactly.
   static constexpr BwdTileConfig kConfig = bwd_tile_config(kHeadDim, kWindow);
@@ -29,5 +31,8 @@ struct BwdKernelFor {
                 "host and kernel disagree: threads");
   static_assert(type::kBlockN == kConfig.block_n, "host and kernel disagree: block_n");
 };
+
+template <class Element, int kHeadDim, bool kWindow, bool kSoftcap>
+using BwdDeterministicKernelFor = BwdKernelFor<Element, kHeadDim, kWindow, kSoftcap, true>;
 
 }  // namespace ioattn::sm80

@@ -166,12 +166,12 @@ struct MainloopBwd {
   }
 
   // Walks query blocks [m_blocks.begin, m_blocks.end) of every query head of the group of
-  // K/V head `head_k`, accumulating this CTA's dK and dV (unscaled) and adding dQ into
-  // dq_accum. k/v point at row 0 of this sequence and K/V head.
+  // K/V head `head_k`, accumulating this CTA's dK and dV (unscaled) and adding dQ into the
+  // dq_accum slice (see BwdParams::dq_splits). k/v point at row 0 of this sequence and K/V head.
   __device__ __forceinline__ void run(const BwdParams &p, SharedStorage &smem,
                                       const SeqlenInfo &seq, int batch, int head_k,
                                       const Element *k, const Element *v, int n_begin,
-                                      const Mask &mask, BlockRange m_blocks) {
+                                      const Mask &mask, BlockRange m_blocks, float *dq_accum) {
     const int tid = threadIdx.x;
     const int warp = tid / 32;
     const int lane = tid % 32;
@@ -330,19 +330,20 @@ struct MainloopBwd {
       if (it + 1 < n_iters) write_row_stat(1 - stage, next_stat);
       // Barrier: dS^T, written by every key group, is visible to all warps.
       __syncthreads();
-      gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane);
+      gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane, dq_accum);
     }
   }
 
   // dQ (kBlockM x kHeadDim) += dS (kBlockM x kBlockN) . K (kBlockN x kHeadDim) for one query
-  // block, added to dq_accum with fp32 atomics (other CTAs add the other key blocks). Warp
-  // (dq_rows, dq_way) computes 16 rows and its dealt column pairs; each dS fragment is loaded
-  // once and used for all of them.
+  // block, added to the dq_accum slice with fp32 atomics (other CTAs add the other key blocks,
+  // or, in deterministic mode, this same thread does, later). Warp (dq_rows, dq_way) computes
+  // 16 rows and its dealt column pairs, the same ones for every key block; each dS fragment is
+  // loaded once and used for all of them.
   template <class Block>
   __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
                                                  const SeqlenInfo &seq, int batch, Block blk,
                                                  const LaneAddressing &la, int dq_rows, int dq_way,
-                                                 int lane) {
+                                                 int lane, float *dq_accum) {
     float acc[kPairsDQ][2][4];  // (pairs, 2 n8 tiles, 4): 16 query rows x dealt columns
 #pragma unroll
     for (int pr = 0; pr < kPairsDQ; ++pr)
@@ -362,8 +363,8 @@ struct MainloopBwd {
         mma_16816<Element>(acc[pr][1], a, b[2], b[3]);
       }
     }
-    float *dq_accum = p.dq_accum + seq.q_like_offset(batch, blk.head, p.acc_batch_stride,
-                                                     p.acc_row_stride, p.acc_head_stride);
+    float *dq = dq_accum + seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
+                                             p.acc_head_stride);
     const int row0 = blk.m_begin + dq_rows * 16 + lane / 4;
 #pragma unroll
     for (int pr = 0; pr < kPairsDQ; ++pr)
@@ -374,7 +375,7 @@ struct MainloopBwd {
           const int row = row0 + 8 * h;
           const int col = TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
           if (row < seq.seqlen_q && col < p.head_dim) {
-            atomic_add2(dq_accum + int64_t(row) * p.acc_row_stride + col, acc[pr][t][2 * h],
+            atomic_add2(dq + int64_t(row) * p.acc_row_stride + col, acc[pr][t][2 * h],
                         acc[pr][t][2 * h + 1]);
           }
         }

@@ -52,6 +52,8 @@ class Method:
     context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     ours: bool = False
     worker: str | None = None
+    opt_in: bool = False
+    """Run only when asked for by its exact name (not by default, a family or a glob)."""
 
     def unsupported(self, pass_: str, dtype: str, head_dim: int) -> str | None:
         """Why this method has no such cell (None when it has one)."""
@@ -126,39 +128,45 @@ def forced_backend(name: str) -> Iterator[None]:
             os.environ[key] = old
 
 
-def _ioattn_make(shape: Shape) -> AttnFn:
+def _ioattn_make(shape: Shape, deterministic: bool = False) -> AttnFn:
     import ioattn
 
     causal = shape.causal
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        return ioattn.flash_attn_func(q, k, v, causal=causal)
+        return ioattn.flash_attn_func(q, k, v, causal=causal, deterministic=deterministic)
 
     return run
 
 
-def ioattn_method(backend: str) -> Method:
-    """ioattn forced onto one backend ("sm90", "sm80") with ``IOATTN_BACKEND``.
+def ioattn_method(backend: str, deterministic: bool = False) -> Method:
+    """ioattn forced onto one backend ("sm90", "sm80") with ``IOATTN_BACKEND``; with
+    ``deterministic`` the opt-in method ``ioattn-<backend>-det`` (``deterministic=True``).
 
     Every pass is listed: a backward that raises NotImplementedError is reported as
     "backward not implemented" at run time, so the cells light up once it exists.
     """
+    suffix = "-det" if deterministic else ""
     return Method(
-        name=OURS_PREFIX + backend,
-        description=f"ioattn.flash_attn_func, IOATTN_BACKEND={backend}",
+        name=OURS_PREFIX + backend + suffix,
+        description=f"ioattn.flash_attn_func{'(deterministic=True)' if deterministic else ''}, "
+        f"IOATTN_BACKEND={backend}",
         passes=PASSES,
         dtypes=("bf16", "fp16"),
-        make=_ioattn_make,
+        make=functools.partial(_ioattn_make, deterministic=deterministic),
         context=functools.partial(forced_backend, backend),
         ours=True,
+        opt_in=deterministic,
     )
 
 
 def ioattn_methods() -> list[Method]:
-    """One method per kernel library that loads here (``available_backends()``)."""
+    """Per kernel library that loads here (``available_backends()``): the default method and
+    the opt-in deterministic one."""
     from ioattn import _backend
 
-    return [ioattn_method(b) for b in _backend.available_backends() if b != "reference"]
+    backends = [b for b in _backend.available_backends() if b != "reference"]
+    return [ioattn_method(b, det) for b in backends for det in (False, True)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,12 +381,16 @@ def matches(name: str, pattern: str) -> bool:
 
 
 def select(methods: Sequence[Method], patterns: Sequence[str] | None) -> list[Method]:
-    """The methods matching any of ``patterns`` (all when None); ValueError for a pattern
-    that matches nothing."""
+    """The methods matching any of ``patterns`` (all but the opt-in ones when None, which
+    match their exact name only); ValueError for a pattern that matches nothing."""
     if not patterns:
-        return list(methods)
-    unmatched = [p for p in patterns if not any(matches(m.name, p) for m in methods)]
+        return [m for m in methods if not m.opt_in]
+
+    def chosen(m: Method, p: str) -> bool:
+        return m.name == p.strip().lower() if m.opt_in else matches(m.name, p)
+
+    unmatched = [p for p in patterns if not any(chosen(m, p) for m in methods)]
     if unmatched:
         known = ", ".join(m.name for m in methods)
         raise ValueError(f"--methods {','.join(unmatched)} matches nothing here (known: {known})")
-    return [m for m in methods if any(matches(m.name, p) for p in patterns)]
+    return [m for m in methods if any(chosen(m, p) for p in patterns)]

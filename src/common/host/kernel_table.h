@@ -39,6 +39,8 @@ extern const KernelEntry kFwdKernels[];
 extern const int kNumFwdKernels;
 extern const KernelEntry kBwdKernels[];
 extern const int kNumBwdKernels;
+extern const KernelEntry kBwdDetKernels[];  // deterministic = 1
+extern const int kNumBwdDetKernels;
 extern const HelperKernelEntry kBwdPreKernels[];
 extern const int kNumBwdPreKernels;
 extern const HelperKernelEntry kBwdPostKernels[];

@@ -45,9 +45,10 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
                        cudaStream_t stream) {
   const int64_t rows_heads = params.rows_q * params.num_heads;
   if (rows_heads > 0) {
-    // dq_accum is packed (rows_q, num_heads, head_dim): see plan_bwd.
-    cudaError_t err = cudaMemsetAsync(params.dq_accum, 0,
-                                      size_t(rows_heads) * params.head_dim * sizeof(float), stream);
+    // dq_accum: max(1, dq_splits) slices of (rows_q, num_heads, head_dim), see plan_bwd.
+    const int64_t slices = params.dq_splits > 0 ? params.dq_splits : 1;
+    cudaError_t err = cudaMemsetAsync(
+        params.dq_accum, 0, size_t(slices * params.acc_split_stride) * sizeof(float), stream);
     if (err != cudaSuccess) return err;
     // Preprocess: kBwdHelperThreads / 8 rows per CTA, the head fastest.
     const int64_t rows_per_cta = pre.num_threads / 8;
@@ -56,10 +57,12 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
                  params, stream);
     if (err != cudaSuccess) return err;
   }
-  // Main kernel: grid.x = key blocks * K/V heads * batch (SingleTileScheduler over keys).
+  // Main kernel: grid.x = key-block slots * K/V heads * batch (SingleTileScheduler over keys);
+  // a slot is one key block, or in deterministic mode a strided run of them (BwdParams).
+  const int64_t slots =
+      params.dq_splits > 0 ? params.dq_splits : ceil_div(params.seqlen_k, kernel.block);
   cudaError_t err =
-      launch(kernel.kernel, kernel.image, kernel.symbol,
-             ceil_div(params.seqlen_k, kernel.block) * params.num_heads_k * params.batch,
+      launch(kernel.kernel, kernel.image, kernel.symbol, slots * params.num_heads_k * params.batch,
              kernel.num_threads, kernel.smem_bytes, params, stream);
   if (err != cudaSuccess || rows_heads == 0) return err;
   // Postprocess: one thread per 8 elements of dq.

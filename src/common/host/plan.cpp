@@ -2,6 +2,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <string>
@@ -224,20 +225,23 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   plan->kernel = nullptr;
   plan->workspace_bytes = 0;
   const KernelEntry *kernel = nullptr;
+  // The fields beyond the common ones are read only from a struct of this layout (else
+  // check_common reports the NULL or the size mismatch).
+  const bool layout_ok = a != nullptr && a->struct_size == int64_t(sizeof(*a));
+  if (layout_ok) {
+    if (a->reserved != 0) return fail(IOATTN_ERR_INVALID, "reserved must be 0");
+    if (a->deterministic != 0 && a->deterministic != 1) {
+      return fail(IOATTN_ERR_INVALID, "deterministic must be 0 or 1");
+    }
+  }
+  // deterministic = 1 runs the kernel whose scheduler walks key blocks in order (BwdParams).
+  const bool deterministic = layout_ok && a->deterministic == 1;
   if (int32_t s =
-          check_common(a, "ioattn_bwd_args", "backward", kBwdKernels, kNumBwdKernels, &kernel);
+          check_common(a, "ioattn_bwd_args", deterministic ? "deterministic backward" : "backward",
+                       deterministic ? kBwdDetKernels : kBwdKernels,
+                       deterministic ? kNumBwdDetKernels : kNumBwdKernels, &kernel);
       s != IOATTN_OK) {
     return s;
-  }
-  if (a->reserved != 0) return fail(IOATTN_ERR_INVALID, "reserved must be 0");
-  if (a->deterministic != 0 && a->deterministic != 1) {
-    return fail(IOATTN_ERR_INVALID, "deterministic must be 0 or 1");
-  }
-  if (a->deterministic) {
-    // dK and dV are reduced in registers, but dQ sums key blocks with fp32 atomics.
-    return fail(IOATTN_ERR_UNSUPPORTED, std::string("libioattn_") + kLibraryName +
-                                            " has no deterministic backward yet (dQ is summed "
-                                            "with atomics)");
   }
   const bool varlen = a->cu_seqlens_q != nullptr;
   if (varlen && a->total_q < 0) return fail(IOATTN_ERR_INVALID, "total_q must be >= 0");
@@ -253,9 +257,29 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
     return fail(IOATTN_ERR_UNSUPPORTED, "the backward helper kernels of this dtype are missing");
   }
 
-  // Workspace: dq_accum (rows_q, num_heads, head_dim) fp32, then dsum (rows_q * num_heads).
+  // Deterministic mode: each of dq_splits CTAs per (K/V head, batch) owns a dq_accum slice
+  // (see BwdParams). As many slices as fill the GPU with one wave of CTAs (one CTA per SM:
+  // the backward kernels use every register), never more than there are key blocks.
+  int dq_splits = 0;
+  if (deterministic) {
+    int num_sms = 0;
+    if (cudaError_t err =
+            cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, int(a->device));
+        err != cudaSuccess) {
+      cudaGetLastError();  // not sticky: clear it
+      return fail(IOATTN_ERR_CUDA,
+                  std::string("cannot query CUDA device: ") + cudaGetErrorString(err));
+    }
+    const int64_t key_blocks = std::max<int64_t>(1, ceil_div(a->seqlen_k, kernel->block));
+    const int64_t ctas_per_split = std::max<int64_t>(1, a->batch * a->num_heads_k);
+    dq_splits = int(std::clamp<int64_t>(num_sms / ctas_per_split, 1, key_blocks));
+  }
+
+  // Workspace: dq_accum max(1, dq_splits) x (rows_q, num_heads, head_dim) fp32, each slice
+  // 256-byte aligned, then dsum (rows_q * num_heads).
   const int64_t rows_q = varlen ? a->total_q : a->batch * a->seqlen_q;
-  const int64_t acc_bytes = (rows_q * a->num_heads * a->head_dim * 4 + 255) / 256 * 256;
+  const int64_t slice_bytes = (rows_q * a->num_heads * a->head_dim * 4 + 255) / 256 * 256;
+  const int64_t acc_bytes = std::max(1, dq_splits) * slice_bytes;
   plan->workspace_bytes = acc_bytes + rows_q * a->num_heads * 4;
 
   BwdParams &p = plan->params;
@@ -318,6 +342,8 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   p.acc_batch_stride = varlen ? 0 : a->seqlen_q * p.acc_row_stride;
   p.dsum_head_stride = varlen ? rows_q : a->seqlen_q;
   p.dsum_batch_stride = varlen ? 0 : a->num_heads * a->seqlen_q;
+  p.dq_splits = dq_splits;
+  p.acc_split_stride = slice_bytes / 4;
   p.rows_q = rows_q;
   p.grad_scale = a->softmax_scale;
   plan->kernel = kernel;

@@ -106,8 +106,9 @@ typedef struct ioattn_fwd_args {
  * The library never allocates: the caller passes `workspace` (16-byte aligned, contents
  * irrelevant, overwritten) of at least ioattn_bwd_workspace_size() bytes; it holds the fp32
  * dQ accumulator and rowsum(dout * out). dq, dk, dv are fully overwritten (zeros for rows no
- * query / key sees). deterministic = 1 asks for bitwise reproducible results
- * (IOATTN_ERR_UNSUPPORTED where the library cannot give them).
+ * query / key sees). deterministic = 1 asks for bitwise reproducible results on a given
+ * device and arguments; it sums dQ over slices of the workspace instead of with atomics, so
+ * the workspace grows (up to one slice per SM) and the call is somewhat slower.
  */
 typedef struct ioattn_bwd_args {
   int64_t struct_size;
