@@ -56,8 +56,16 @@ struct MainloopBwd {
   // dK/dV: the kWarpsD warps of a key group share its head dim (dealt chunk pairs).
   using DealtKV = typename TileQ::template DealtOffsets<kWarpsD>;
   static constexpr int kPairs = DealtKV::kPairs;  // 16-column pairs of dK/dV per warp
-  // dQ (kBlockM x kHeadDim): warp (row group, way) owns 16 rows and a 1/kWaysDQ deal of columns.
-  static constexpr int kDQRowGroups = kBlockM / 16;
+  // dQ (kBlockM x kHeadDim): warp (row group, way) owns kDQMTiles m16 tiles of rows and a
+  // 1/kWaysDQ deal of columns. Two m16 tiles where the columns deal evenly that way and each
+  // warp still gets P >= 2 column pairs: a k16 step then loads 2 dS + P K fragments for 4P mma
+  // instead of 1 + 2P (fewer loads once P >= 2; measured +1-2% at head dim 128).
+  static constexpr int kWaysDQTwoTiles = kBlockM % 32 == 0 ? kNWarps / (kBlockM / 32) : 0;
+  static constexpr bool kDQTwoTiles = kWaysDQTwoTiles > 0 && kNWarps % (kBlockM / 32) == 0 &&
+                                      TileKV::kPairsPerSubRow % kWaysDQTwoTiles == 0 &&
+                                      kHeadDim / 16 / kWaysDQTwoTiles >= 2;
+  static constexpr int kDQMTiles = kDQTwoTiles ? 2 : 1;
+  static constexpr int kDQRowGroups = kBlockM / (16 * kDQMTiles);
   static constexpr int kWaysDQ = kNWarps / kDQRowGroups;
   static_assert(kNWarps % kDQRowGroups == 0);
   using DealtDQ = typename TileKV::template DealtOffsets<kWaysDQ>;
@@ -85,13 +93,18 @@ struct MainloopBwd {
     typename TileQ::LaneOffsets q_b;
     DealtKV q_bt;
     DealtDQ k_bt;
-    int ds_at;
+    int ds_at[kDQMTiles];  // per m16 tile of the warp's dQ rows
     __device__ LaneAddressing(int lane, int way_kv, int way_dq, int dq_row_group)
         : kv_a(TileKV::lane_offsets(lane % 16, lane / 16)),
           q_b(TileQ::lane_offsets(lane % 8 + (lane / 16) * 8, (lane / 8) % 2)),
           q_bt(TileQ::template dealt_offsets<kWarpsD>(lane % 16, lane / 16, way_kv)),
-          k_bt(TileKV::template dealt_offsets<kWaysDQ>(lane % 16, lane / 16, way_dq)),
-          ds_at(TileDS::offset(lane % 8 + (lane / 16) * 8, 2 * dq_row_group + (lane / 8) % 2)) {}
+          k_bt(TileKV::template dealt_offsets<kWaysDQ>(lane % 16, lane / 16, way_dq)) {
+#pragma unroll
+      for (int t = 0; t < kDQMTiles; ++t) {
+        const int m16 = kDQMTiles * dq_row_group + t;  // query rows [16 m16, +16) of the block
+        ds_at[t] = TileDS::offset(lane % 8 + (lane / 16) * 8, 2 * m16 + (lane / 8) % 2);
+      }
+    }
   };
 
   // acc (MMA_M = 16 keys, MMA_N = kBlockM/8, 4) = A (this warp's 16 rows of K or V) .
@@ -177,7 +190,7 @@ struct MainloopBwd {
     const int lane = tid % 32;
     const int wn = warp % kWarpsN;            // key group: keys [16 wn, 16 wn + 16) of the tile
     const int wd = warp / kWarpsN;            // its share of the dK/dV columns
-    const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 dq_rows, +16) of a query block
+    const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 kDQMTiles dq_rows, +16 kDQMTiles)
     const int dq_way = warp / kDQRowGroups;   // dQ: its share of the columns
     const int chunks_valid = p.head_dim / 8;
     const ScoreMod score_mod(p);
@@ -337,48 +350,58 @@ struct MainloopBwd {
   // dQ (kBlockM x kHeadDim) += dS (kBlockM x kBlockN) . K (kBlockN x kHeadDim) for one query
   // block, added to the dq_accum slice with fp32 atomics (other CTAs add the other key blocks,
   // or, in deterministic mode, this same thread does, later). Warp (dq_rows, dq_way) computes
-  // 16 rows and its dealt column pairs, the same ones for every key block; each dS fragment is
-  // loaded once and used for all of them.
+  // 16 kDQMTiles rows and its dealt column pairs, the same ones for every key block; each dS
+  // fragment is loaded once for all its columns, each K fragment once for all its rows.
   template <class Block>
   __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
                                                  const SeqlenInfo &seq, int batch, Block blk,
                                                  const LaneAddressing &la, int dq_rows, int dq_way,
                                                  int lane, float *dq_accum) {
-    float acc[kPairsDQ][2][4];  // (pairs, 2 n8 tiles, 4): 16 query rows x dealt columns
+    float acc[kDQMTiles][kPairsDQ][2][4];  // (m16 tiles, pairs, 2 n8 tiles, 4)
 #pragma unroll
-    for (int pr = 0; pr < kPairsDQ; ++pr)
+    for (int mt = 0; mt < kDQMTiles; ++mt)
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int pr = 0; pr < kPairsDQ; ++pr)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[pr][t][e] = 0.f;
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][pr][t][e] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kNK; ++kk) {
-      uint32_t a[4];  // dS (16 queries x 16 keys), transposed out of dS^T
-      ldmatrix_x4_trans(a, smem_addr(smem.ds + la.ds_at + kk * 16 * TileDS::kSubCols));
+      uint32_t a[kDQMTiles][4];  // dS (16 queries x 16 keys) per m16 tile, out of dS^T
+#pragma unroll
+      for (int mt = 0; mt < kDQMTiles; ++mt) {
+        ldmatrix_x4_trans(a[mt], smem_addr(smem.ds + la.ds_at[mt] + kk * 16 * TileDS::kSubCols));
+      }
 #pragma unroll
       for (int pr = 0; pr < kPairsDQ; ++pr) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, smem_addr(smem.k + TileKV::offset(la.k_bt, kk * 16, pr)));
-        mma_16816<Element>(acc[pr][0], a, b[0], b[1]);
-        mma_16816<Element>(acc[pr][1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kDQMTiles; ++mt) {
+          mma_16816<Element>(acc[mt][pr][0], a[mt], b[0], b[1]);
+          mma_16816<Element>(acc[mt][pr][1], a[mt], b[2], b[3]);
+        }
       }
     }
     float *dq = dq_accum + seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
                                              p.acc_head_stride);
-    const int row0 = blk.m_begin + dq_rows * 16 + lane / 4;
 #pragma unroll
-    for (int pr = 0; pr < kPairsDQ; ++pr)
+    for (int mt = 0; mt < kDQMTiles; ++mt)
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int pr = 0; pr < kPairsDQ; ++pr)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = row0 + 8 * h;
-          const int col = TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
-          if (row < seq.seqlen_q && col < p.head_dim) {
-            atomic_add2(dq + int64_t(row) * p.acc_row_stride + col, acc[pr][t][2 * h],
-                        acc[pr][t][2 * h + 1]);
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = blk.m_begin + (kDQMTiles * dq_rows + mt) * 16 + lane / 4 + 8 * h;
+            const int col =
+                TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
+            if (row < seq.seqlen_q && col < p.head_dim) {
+              atomic_add2(dq + int64_t(row) * p.acc_row_stride + col, acc[mt][pr][t][2 * h],
+                          acc[mt][pr][t][2 * h + 1]);
+            }
           }
-        }
   }
 };
 
