@@ -35,8 +35,13 @@ NVRTC_FLAGS = ["-std=c++17", "-lineinfo"]
 # Both compress the fat binary (the driver inflates it at load): about 4x smaller libraries.
 
 
-def parse_archs(value: str) -> list[int]:
-    return [int(a) for a in re.split(r"[,;]", value) if a.strip()]
+def parse_archs(value: str) -> list[str]:
+    """Arch names such as "80" or "90a" (the arch-specific sm_90a: WGMMA, setmaxnreg)."""
+    archs = [a.strip() for a in re.split(r"[,;]", value) if a.strip()]
+    for a in archs:
+        if not re.fullmatch(r"\d+a?", a):
+            raise argparse.ArgumentTypeError(f"arch {a!r}: expected digits with an optional 'a'")
+    return archs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,13 +135,13 @@ class Fatbin:
             message = self.lib.nvFatbinGetErrorString(status).decode()
             sys.exit(f"device_compile.py: {what} failed: {message}")
 
-    def add_cubin(self, cubin: bytes, arch: int, name: str) -> None:
+    def add_cubin(self, cubin: bytes, arch: str, name: str) -> None:
         status = self.lib.nvFatbinAddCubin(
             self.handle, cubin, ctypes.c_size_t(len(cubin)), str(arch).encode(), name.encode()
         )
         self.check(status, f"nvFatbinAddCubin sm_{arch}")
 
-    def add_ptx(self, ptx: bytes, arch: int, name: str) -> None:
+    def add_ptx(self, ptx: bytes, arch: str, name: str) -> None:
         # nvFatbin wants the PTX text with its terminating NUL.
         text = ptx if ptx.endswith(b"\0") else ptx + b"\0"
         status = self.lib.nvFatbinAddPTX(

@@ -1,9 +1,10 @@
-# ioattn_kernel_library(<library> <archs> <min-cc>): one torch-free shared library exporting only
+# ioattn_kernel_library(<library> <archs> <host sources>...): one torch-free shared library exporting only
 # the C ABI. cmake/gen_kernels.py writes the kernel table at configure time (pruned by
 # IOATTN_HEAD_DIMS and IOATTN_DTYPES); every device source becomes a fat binary through
 # cmake/device_compile.py (nvcc or NVRTC, see cmake/cuda_toolchain.cmake) and the fat binaries
 # are linked into the library, whose host code is plain C++ with the CUDA runtime linked
 # statically. <archs> uses CUDA_ARCHITECTURES syntax: "80-real" gives SASS, "80-virtual" PTX.
+# The host sources are the library's own (its launch_fwd), beside the shared ones.
 function(ioattn_kernel_library library archs)
   set(target ioattn_${library})
   set(out_dir "${CMAKE_CURRENT_BINARY_DIR}/generated/${library}")
@@ -70,11 +71,11 @@ function(ioattn_kernel_library library archs)
     endif()
   endforeach()
   list(LENGTH fatbins n)
-  message(STATUS "ioattn: ${library} kernel table: ${n} forward kernels "
+  message(STATUS "ioattn: ${library} kernel table: ${n} kernels "
                  "(head dims ${IOATTN_HEAD_DIMS}; dtypes ${IOATTN_DTYPES}; "
                  "SASS ${sass_csv}; PTX ${ptx_csv})")
 
-  add_library(${target} SHARED ${host_sources} ${IOATTN_HOST_SOURCES})
+  add_library(${target} SHARED ${host_sources} ${IOATTN_HOST_SOURCES} ${ARGN})
   target_include_directories(${target} PRIVATE "${PROJECT_SOURCE_DIR}/src"
                                                "${PROJECT_SOURCE_DIR}/src/include")
   target_include_directories(${target} SYSTEM PRIVATE "${IOATTN_CUDA_INCLUDE_DIR}")

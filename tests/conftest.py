@@ -53,6 +53,36 @@ def _fresh_backend_caches() -> Iterator[None]:
     _backend.clear_cache()
 
 
+def sm90_skip_reason() -> str | None:
+    """Why the sm90 library cannot run here (None when it can): it needs a Hopper (9.0)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if torch.cuda.get_device_capability() != (9, 0):
+        return f"the sm90 library runs only on compute capability 9.0, not {torch.cuda.get_device_capability()}"
+    if _abi.load_library("sm90") is None:
+        detail = _abi.load_error("sm90") or f"not found: {_abi.library_path('sm90')}"
+        return f"the sm90 kernel library is not built ({detail})"
+    return None
+
+
+@pytest.fixture(params=["sm80", "sm90"])
+def fwd_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a forward test once per kernel library, forced with IOATTN_BACKEND.
+
+    A run forced to the reference backend keeps it (the sm80 case runs on it, the sm90 one is
+    skipped).
+    """
+    name: str = request.param
+    if _backend.forced_backend() == "reference":
+        if name == "sm90":
+            pytest.skip("IOATTN_BACKEND=reference run")
+        return "reference"
+    if name == "sm90" and (reason := sm90_skip_reason()) is not None:
+        pytest.skip(reason)
+    monkeypatch.setenv(_backend.BACKEND_ENV, name)
+    return name
+
+
 @pytest.fixture
 def cuda() -> torch.device:
     """The CUDA device GPU tests run on."""

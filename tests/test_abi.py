@@ -33,7 +33,7 @@ def lib(request: pytest.FixtureRequest) -> _abi.Library:
 
 
 def test_abi_version(lib: _abi.Library) -> None:
-    assert lib.abi_version() == _abi.ABI_VERSION == 2
+    assert lib.abi_version() == _abi.ABI_VERSION == 3
 
 
 @pytest.mark.parametrize("struct_name", sorted(_abi.STRUCTS))
@@ -92,6 +92,9 @@ def test_build_info_shape(lib: _abi.Library) -> None:
         for op in ("fwd", "bwd", "bwd_det")
     }
     assert variants["fwd"], "no forward kernel"
+    if lib.name == "sm90":  # forward only so far: the dispatcher takes sm80's backward
+        assert not variants["bwd"] and not variants["bwd_det"], "sm90 has no backward yet"
+        return
     assert variants["bwd"] == variants["fwd"], "every forward variant has its backward"
     assert variants["bwd_det"] == variants["fwd"], "... and its deterministic backward"
     for helper in ("bwd_pre", "bwd_post"):

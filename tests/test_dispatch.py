@@ -250,8 +250,8 @@ const char *ioattn_build_info(void) {
 const char *ioattn_status_string(int32_t s) { return s ? "IOATTN_ERR_UNSUPPORTED" : "IOATTN_OK"; }
 const char *ioattn_last_error(void) { return last; }
 int32_t ioattn_fwd_supported(const int64_t *args) {
-  /* head_dim is field 27 (all fields before it are 8 bytes) */
-  if (args[27] > 128) { strcpy(last, "stub: head_dim > 128"); return 1; }
+  /* head_dim is field 29 (all fields before it are 8 bytes) */
+  if (args[29] > 128) { strcpy(last, "stub: head_dim > 128"); return 1; }
   last[0] = 0;
   return 0;
 }

@@ -13,7 +13,8 @@ import torch
 import ioattn
 from ioattn.testing import case_seed, check_fa_rule, kernel_skip_reason, reference_pair
 
-pytestmark = pytest.mark.gpu
+# Every test runs once per kernel library (conftest.fwd_library).
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fwd_library")]
 
 DTYPES = [torch.float16, torch.bfloat16]
 SEQLENS = [

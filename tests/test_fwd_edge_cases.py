@@ -14,6 +14,8 @@ from ioattn import reference
 from ioattn.testing import case_seed, check_fa_rule, kernel_skip_reason, reference_pair
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+# Once per kernel library (conftest.fwd_library); the CPU cases run on the reference under both.
+pytestmark = pytest.mark.usefixtures("fwd_library")
 DTYPES = [torch.float16, torch.bfloat16]
 
 

@@ -16,7 +16,8 @@ from ioattn.testing import (
     unpad_input,
 )
 
-pytestmark = pytest.mark.gpu
+# Every test runs once per kernel library (conftest.fwd_library).
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fwd_library")]
 
 DTYPES = [torch.float16, torch.bfloat16]
 SEQLENS = [(1, 1), (17, 113), (113, 203), (339, 339), (1023, 129), (129, 1023)]

@@ -290,3 +290,43 @@ def test_requires_torch_2_4() -> None:
     assert any(re.fullmatch(r"torch\s*>=\s*2\.4", r.split(";")[0].strip()) for r in requires), (
         requires
     )
+
+
+# ---------------------------------------------------------------- the sm90 library
+
+
+@pytest.fixture(scope="module")
+def sm90_library() -> Path:
+    """libioattn_sm90.so: built beside the sm80 library whenever nvcc can target sm_90a."""
+    path = _package_dir() / "lib" / "libioattn_sm90.so"
+    if path.is_file():
+        return path
+    if shutil.which("nvcc"):
+        pytest.fail(f"nvcc is on PATH but the installed package has no {path}")
+    pytest.skip("CPU-only build: no nvcc was on PATH, so no libioattn_sm90.so was built")
+
+
+def test_sm90_library_has_only_sm90a_sass(sm90_library: Path) -> None:
+    info = _build_info(sm90_library)
+    assert info.get("library") == "sm90"
+    assert info.get("kernels"), "build_info lists no kernels"
+    fatbins = _fatbin.library_fatbins(sm90_library)
+    assert len(fatbins) == len(info["kernels"])
+    for i, entries in enumerate(fatbins):
+        kinds = {(e.kind, e.arch) for e in entries}
+        assert kinds == {(_fatbin.KIND_ELF, 90)}, f"fat binary {i}: {sorted(kinds)}"
+    exe = _cuobjdump()
+    if exe is not None:  # the cubins are the arch-specific sm_90a (WGMMA, setmaxnreg)
+        names = re.findall(r"\.(sm_\w+)\.cubin", _run(exe, "--list-elf", str(sm90_library)))
+        assert names and set(names) == {"sm_90a"}, names
+
+
+def test_sm90_library_exports_the_same_abi(library: Path, sm90_library: Path) -> None:
+    def exported(path: Path) -> set[str]:
+        out = _run(_tool("nm"), "-D", "--defined-only", str(path))
+        return {line.split()[-1].split("@")[0] for line in out.splitlines() if "ioattn_" in line}
+
+    assert exported(sm90_library) == exported(library)
+    out = _run(_tool("readelf"), "-d", "-W", str(sm90_library))
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+    assert needed and all(ALLOWED_NEEDED.match(n) for n in needed), needed

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 """The ABI version this binding was written for (``IOATTN_ABI_VERSION``)."""
 
 LIBRARY_NAMES = ("sm80", "sm90")
@@ -76,6 +76,8 @@ class FwdArgs(ctypes.Structure):
         ("batch", _i64),
         ("seqlen_q", _i64),
         ("seqlen_k", _i64),
+        ("total_q", _i64),
+        ("total_k", _i64),
         ("num_heads", _i64),
         ("num_heads_k", _i64),
         ("head_dim", _i64),

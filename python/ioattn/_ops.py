@@ -162,12 +162,14 @@ def _fwd_cuda(
         lse = q.new_empty((num_heads, total_q), dtype=torch.float32)
         batch = cu_seqlens_q.shape[0] - 1
         seqlen_q, seqlen_k = max_seqlen_q, max_seqlen_k
-        no_keys = k.shape[0] == 0 or seqlen_k == 0
+        total_k = k.shape[0]
+        no_keys = total_k == 0 or seqlen_k == 0
         empty = total_q == 0
     else:
         batch, seqlen_q = qshape[0], qshape[1]
         lse = q.new_empty((batch, num_heads, seqlen_q), dtype=torch.float32)
         seqlen_k = k.shape[1]
+        total_q, total_k = batch * seqlen_q, batch * seqlen_k
         no_keys = seqlen_k == 0
         empty = batch == 0 or seqlen_q == 0
     if empty or num_heads == 0:
@@ -223,6 +225,8 @@ def _fwd_cuda(
         batch,
         seqlen_q,
         seqlen_k,
+        total_q,
+        total_k,
         num_heads,
         k.shape[-2],
         head_dim,

@@ -271,18 +271,23 @@ def reference_pair(
     return out_ref, lse_ref, out_pt, lse_pt
 
 
-def kernel_skip_reason(dtype: torch.dtype, head_dim: int, softcap: float = 0.0) -> str | None:
-    """Why the built sm80 library cannot run a forward of this kind (None if it can).
+def kernel_skip_reason(
+    dtype: torch.dtype, head_dim: int, softcap: float = 0.0, library: str | None = None
+) -> str | None:
+    """Why the built kernel library cannot run a forward of this kind (None if it can).
 
-    Reads ``ioattn_build_info()``: a pruned development build may lack a dtype, the large
-    head dims (the library runs a head_dim padded up to the next compiled size) or softcap.
-    With ``IOATTN_BACKEND=reference`` nothing is skipped.
+    ``library`` defaults to the one ``IOATTN_BACKEND`` forces, else sm80 (which the dispatcher
+    falls back to). Reads ``ioattn_build_info()``: a pruned development build may lack a
+    dtype, the large head dims (the library runs a head_dim padded up to the next compiled
+    size) or softcap. With ``IOATTN_BACKEND=reference`` nothing is skipped.
     """
-    if _backend.forced_backend() == "reference":
+    forced = _backend.forced_backend()
+    if forced == "reference":
         return None
-    lib = _abi.load_library("sm80")
+    library = library or forced or "sm80"
+    lib = _abi.load_library(library)
     if lib is None:
-        return "the sm80 kernel library is not built"
+        return f"the {library} kernel library is not built"
     name = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
     kernels = [k for k in lib.build_info().get("kernels", []) if k.get("op") == "fwd"]
     dims = [
@@ -292,8 +297,8 @@ def kernel_skip_reason(dtype: torch.dtype, head_dim: int, softcap: float = 0.0) 
     ]
     feature = f"{name} forward" + (" with softcap" if softcap else "")
     if not dims:
-        return f"this sm80 build has no {feature} kernel"
+        return f"this {library} build has no {feature} kernel"
     padded = -(-head_dim // 8) * 8
     if padded > max(dims):
-        return f"this sm80 build compiles {feature} only up to head_dim {max(dims)}"
+        return f"this {library} build compiles {feature} only up to head_dim {max(dims)}"
     return None

@@ -26,6 +26,8 @@ struct FwdParams {
   int batch;
   int seqlen_q;  // dense: the sequence length; varlen: the maximum over the batch
   int seqlen_k;
+  int64_t total_q;  // rows of q (varlen: the total; dense: batch * seqlen_q)
+  int64_t total_k;  // rows of k and v
   int num_heads;
   int num_heads_k;
   int group_size;  // num_heads / num_heads_k (query heads sharing one K/V head)

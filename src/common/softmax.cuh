@@ -39,6 +39,17 @@ struct OnlineSoftmax {
   // p = exp2(s*c - m*c), and o (kMT, kDT, 4) has been rescaled to the new running max.
   template <int kNT, int kDT>
   __device__ __forceinline__ void update(float (&s)[kMT][kNT][4], float (&o)[kMT][kDT][4]) {
+    float correction[kRows];
+    update_scores(s, correction);
+    rescale(o, correction);
+  }
+
+  // The first half of update: s becomes p and the running max and sums move on; o must still
+  // be multiplied by `correction` (rescale) before the next P.V adds to it. Split so that an
+  // SM90 consumer can run it while the previous block's P.V is still in flight.
+  template <int kNT>
+  __device__ __forceinline__ void update_scores(float (&s)[kMT][kNT][4],
+                                                float (&correction)[kRows]) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
@@ -53,7 +64,7 @@ struct OnlineSoftmax {
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
         const float m_scaled = m == neg_inf() ? 0.f : m * scale_log2;
         // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
-        const float correction = exp2_approx(row_max[r] * scale_log2 - m_scaled);
+        correction[r] = exp2_approx(row_max[r] * scale_log2 - m_scaled);
         row_max[r] = m;
         float sum = 0.f;
 #pragma unroll
@@ -65,14 +76,23 @@ struct OnlineSoftmax {
             sum += p;
           }
         }
-        row_sum[r] = fmaf(row_sum[r], correction, sum);
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          o[mt][dt][2 * h] *= correction;
-          o[mt][dt][2 * h + 1] *= correction;
-        }
+        row_sum[r] = fmaf(row_sum[r], correction[r], sum);
       }
     }
+  }
+
+  template <int kDT>
+  __device__ __forceinline__ static void rescale(float (&o)[kMT][kDT][4],
+                                                 const float (&correction)[kRows]) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          o[mt][dt][2 * h] *= correction[2 * mt + h];
+          o[mt][dt][2 * h + 1] *= correction[2 * mt + h];
+        }
   }
 
   // Normalizes o by the row sums and returns the natural-log LSE of each owned row:

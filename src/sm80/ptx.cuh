@@ -1,9 +1,10 @@
-// SM80 PTX wrappers: cp.async, ldmatrix, mma.sync m16n8k16 and bf16/fp16 packing.
+// SM80 PTX wrappers: cp.async, ldmatrix, mma.sync m16n8k16 and the vector reduction.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/pack.cuh"
 #include "common/portable.h"
 
 namespace ioattn::sm80 {
@@ -60,19 +61,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-// Two fp32 values -> one register of two 16-bit elements, `lo` in the low half (the lower
-// column index, as the mma A/B fragments expect).
-template <class Element>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (is_same_v<Element, __half>) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t *>(&v);
-  } else {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t *>(&v);
   }
 }
 

@@ -43,6 +43,8 @@ const ioattn_field kFwdArgsFields[] = {
     IOATTN_FIELD(ioattn_fwd_args, batch),
     IOATTN_FIELD(ioattn_fwd_args, seqlen_q),
     IOATTN_FIELD(ioattn_fwd_args, seqlen_k),
+    IOATTN_FIELD(ioattn_fwd_args, total_q),
+    IOATTN_FIELD(ioattn_fwd_args, total_k),
     IOATTN_FIELD(ioattn_fwd_args, num_heads),
     IOATTN_FIELD(ioattn_fwd_args, num_heads_k),
     IOATTN_FIELD(ioattn_fwd_args, head_dim),

@@ -9,7 +9,8 @@
 
 namespace ioattn {
 
-// The forward over every (query block, head, batch) tile of `params`.
+// The forward over every (query block, head, batch) tile of `params`. Each library defines
+// its own (src/<library>/host/launch_fwd.cpp), with check_fwd_layout (plan.h).
 cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaStream_t stream);
 
 // The backward's kernels in order: dq_accum = 0, preprocess (dsum), the main kernel over

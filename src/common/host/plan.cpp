@@ -211,11 +211,20 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   if (a->batch == 0 || a->seqlen_q == 0 || rows_q == 0) return IOATTN_OK;  // nothing to do
 
   if (int32_t s = check_qkv_layout(a, varlen); s != IOATTN_OK) return s;
+  if (varlen ? (a->total_q < 0 || a->total_k < 0 || a->total_q > INT_MAX || a->total_k > INT_MAX)
+             : (a->total_q != a->batch * a->seqlen_q || a->total_k != a->batch * a->seqlen_k)) {
+    return fail(IOATTN_ERR_INVALID,
+                "total_q / total_k must be the row counts of q and k (< 2^31 "
+                "for varlen; batch * seqlen otherwise)");
+  }
   const int64_t block_m = 64;  // the smallest tile height of any kernel bounds the grid
   if (ceil_div(a->seqlen_q, block_m) * a->num_heads * a->batch > INT_MAX) {
     return grid_too_large("batch * num_heads * seqlen_q");
   }
   fill_common(a, p);
+  p.total_q = a->total_q;
+  p.total_k = a->total_k;
+  if (int32_t s = check_fwd_layout(p); s != IOATTN_OK) return s;
   plan->kernel = kernel;
   return IOATTN_OK;
 }

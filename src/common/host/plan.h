@@ -23,6 +23,10 @@ struct BwdPlan {
   int64_t workspace_bytes;  // what the arguments need (also when kernel is nullptr)
 };
 
+// The library's own layout requirements on top of the ABI's (every library defines it with
+// its launch_fwd): e.g. what TMA descriptors can map. IOATTN_OK or IOATTN_ERR_UNSUPPORTED.
+int32_t check_fwd_layout(const FwdParams &params);
+
 // IOATTN_OK and a filled plan, or an error status with the reason recorded (see error.h).
 // Checks the struct only, plus the device's compute capability and shared-memory limit.
 int32_t plan_fwd(const ioattn_fwd_args *args, FwdPlan *plan);

@@ -25,8 +25,8 @@ extern "C" {
 #define IOATTN_API __attribute__((visibility("default")))
 
 /* Bumped whenever a struct or a function signature changes incompatibly, or functions are
- * added (version 2: the backward pass). */
-#define IOATTN_ABI_VERSION 2
+ * added (version 2: the backward pass; version 3: total_q and total_k of the forward). */
+#define IOATTN_ABI_VERSION 3
 
 /* Element types of q, k, v and out (lse is always fp32). */
 enum ioattn_dtype {
@@ -51,7 +51,9 @@ enum ioattn_status {
  * Varlen layout (cu_seqlens_q and cu_seqlens_k both set): q (total_q, num_heads, head_dim),
  * k/v (total_k, num_heads_k, head_dim), out like q, lse (num_heads, total_q); sequence b
  * holds rows [cu_seqlens[b], cu_seqlens[b+1]); batch strides are ignored; seqlen_q and
- * seqlen_k are the maxima over the batch (upper bounds used to size the grid).
+ * seqlen_k are the maxima over the batch (upper bounds used to size the grid). total_q and
+ * total_k are the row counts of q and k/v (total rows for varlen, batch * seqlen otherwise):
+ * the extents of the tensors, which TMA-based kernels must not read past.
  *
  * Strides are in elements; the last dimension of q, k, v, out is contiguous (stride 1); lse
  * rows are contiguous. Pointers of q, k, v, out and every row/head/batch stride must be
@@ -85,6 +87,8 @@ typedef struct ioattn_fwd_args {
   int64_t batch;
   int64_t seqlen_q;
   int64_t seqlen_k;
+  int64_t total_q;
+  int64_t total_k;
   int64_t num_heads;
   int64_t num_heads_k;
   int64_t head_dim;

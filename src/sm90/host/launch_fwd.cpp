@@ -1,0 +1,156 @@
+// libioattn_sm90's forward launch: encodes the TMA descriptors of q, k and v (cuda.h's
+// cuTensorMapEncodeTiled, reached through the runtime's driver entry point so that nothing
+// links libcuda) and launches a persistent grid of one CTA per SM, at most one per tile.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "common/host/error.h"
+#include "common/host/launch.h"
+#include "common/host/launch_kernel.h"
+#include "common/host/plan.h"
+#include "ioattn/api.h"
+#include "sm90/params.h"
+#include "sm90/tile_config.h"
+
+namespace ioattn {
+namespace {
+
+// cuda.h's values (CUtensorMapDataType, ..._Swizzle, ..._L2promotion, ...); declared here so
+// that the host code needs only the runtime headers.
+constexpr int kTmaFloat16 = 6;
+constexpr int kTmaBFloat16 = 9;
+constexpr int kTmaInterleaveNone = 0;
+constexpr int kTmaSwizzle128B = 3;
+constexpr int kTmaL2Promote256B = 3;
+constexpr int kTmaOobFillZeros = 0;
+constexpr int64_t kTmaMaxStride = int64_t(1) << 40;  // bytes
+
+using EncodeTiled = int (*)(sm90::TmaDescriptor *, int, uint32_t, void *, const uint64_t *,
+                            const uint64_t *, const uint32_t *, const uint32_t *, int, int, int,
+                            int);
+
+EncodeTiled encode_tiled() {
+  static EncodeTiled fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void *ptr = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &found) == cudaSuccess &&
+        found == cudaDriverEntryPointSuccess) {
+      fn = reinterpret_cast<EncodeTiled>(ptr);
+    } else {
+      cudaGetLastError();  // not sticky; leave no error behind for the caller
+    }
+  });
+  return fn;
+}
+
+struct TensorLayout {
+  const void *ptr;
+  int64_t rows;  // seqlen (dense) or total rows (varlen)
+  int64_t heads;
+  int64_t batch;                                  // 1 for varlen
+  int64_t row_stride, head_stride, batch_stride;  // elements
+};
+
+// 4-D map (head_dim, rows, heads, batch) with a box of 64 columns x box_rows rows: one
+// 128-byte-swizzled panel of a tile (sm90/smem_layout.cuh). Elements past head_dim or past
+// the last row read as zeros.
+cudaError_t encode(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_dim, int dtype,
+                   int box_rows) {
+  const EncodeTiled fn = encode_tiled();
+  if (fn == nullptr) return cudaErrorSymbolNotFound;
+  // A dimension of extent 1 is never stepped over; give it a legal stride.
+  auto stride = [](int64_t s, int64_t extent) { return extent > 1 ? s * 2 : int64_t(16); };
+  const uint64_t dims[4] = {uint64_t(head_dim), uint64_t(t.rows), uint64_t(t.heads),
+                            uint64_t(t.batch)};
+  const uint64_t strides[3] = {uint64_t(stride(t.row_stride, t.rows)),
+                               uint64_t(stride(t.head_stride, t.heads)),
+                               uint64_t(stride(t.batch_stride, t.batch))};
+  const uint32_t box[4] = {64, uint32_t(box_rows), 1, 1};
+  const uint32_t elem_strides[4] = {1, 1, 1, 1};
+  const int status = fn(desc, dtype == IOATTN_DTYPE_BF16 ? kTmaBFloat16 : kTmaFloat16, 4,
+                        const_cast<void *>(t.ptr), dims, strides, box, elem_strides,
+                        kTmaInterleaveNone, kTmaSwizzle128B, kTmaL2Promote256B, kTmaOobFillZeros);
+  return status == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+TensorLayout layout_q(const FwdParams &p) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return {p.q,
+          varlen ? p.total_q : p.seqlen_q,
+          p.num_heads,
+          varlen ? 1 : p.batch,
+          p.q_row_stride,
+          p.q_head_stride,
+          p.q_batch_stride};
+}
+
+TensorLayout layout_kv(const FwdParams &p, const void *ptr, int64_t row_stride, int64_t head_stride,
+                       int64_t batch_stride) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  return {ptr,           varlen ? p.total_k : p.seqlen_k,
+          p.num_heads_k, varlen ? 1 : p.batch,
+          row_stride,    head_stride,
+          batch_stride};
+}
+
+// TMA steps with positive strides below 2^40 bytes (a broadcast, stride-0 dimension cannot
+// be mapped).
+bool mappable(const TensorLayout &t) {
+  auto ok = [](int64_t stride, int64_t extent) {
+    return extent <= 1 || (stride > 0 && stride * 2 < kTmaMaxStride);
+  };
+  return ok(t.row_stride, t.rows) && ok(t.head_stride, t.heads) && ok(t.batch_stride, t.batch);
+}
+
+}  // namespace
+
+int32_t check_fwd_layout(const FwdParams &p) {
+  if (!mappable(layout_q(p)) ||
+      !mappable(layout_kv(p, p.k, p.k_row_stride, p.k_head_stride, p.k_batch_stride)) ||
+      !mappable(layout_kv(p, p.v, p.v_row_stride, p.v_head_stride, p.v_batch_stride))) {
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                "libioattn_sm90 maps q, k and v with TMA, which needs positive strides below "
+                "2^40 bytes (a broadcast, stride-0 dimension is not supported)");
+  }
+  return IOATTN_OK;
+}
+
+cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaStream_t stream) {
+  const sm90::FwdTileConfig cfg = sm90::fwd_tile_config(kernel.head_dim, kernel.window);
+  sm90::FwdParamsSm90 p{};
+  p.base = params;
+  cudaError_t err = encode(&p.tma_q, layout_q(params), params.head_dim, kernel.dtype, cfg.block_m);
+  if (err == cudaSuccess) {
+    err = encode(&p.tma_k,
+                 layout_kv(params, params.k, params.k_row_stride, params.k_head_stride,
+                           params.k_batch_stride),
+                 params.head_dim, kernel.dtype, cfg.block_n);
+  }
+  if (err == cudaSuccess) {
+    err = encode(&p.tma_v,
+                 layout_kv(params, params.v, params.v_row_stride, params.v_head_stride,
+                           params.v_batch_stride),
+                 params.head_dim, kernel.dtype, cfg.block_n);
+  }
+  if (err != cudaSuccess) return err;
+
+  int device = 0, num_sms = 0;
+  err = cudaGetDevice(&device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  }
+  if (err != cudaSuccess) return err;
+  // Persistent: PersistentTileScheduler's tiles (query blocks x heads x batch; for varlen,
+  // seqlen_q is the maximum over the batch), one CTA per SM.
+  const int64_t tiles = ceil_div(params.seqlen_q, kernel.block) * params.num_heads * params.batch;
+  const int64_t grid = tiles < num_sms ? tiles : num_sms;
+  return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
+                       kernel.smem_bytes, p, stream);
+}
+
+}  // namespace ioattn

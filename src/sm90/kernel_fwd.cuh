@@ -1,0 +1,119 @@
+// SM90 forward kernel: Kernel<Mainloop, Epilogue, Scheduler>, persistent and warp-specialized.
+// Warpgroup 0 gives up registers and one of its threads issues every TMA load; warpgroups 1
+// and 2 take the registers and compute. All of them walk the same tile sequence, so the rings
+// (and the ping-pong turns) stay in step without further coordination.
+#pragma once
+
+#include "common/mask.cuh"
+#include "common/params.h"
+#include "common/scheduler.cuh"
+#include "common/seqlen.cuh"
+#include "sm90/mainloop_fwd.cuh"
+#include "sm90/params.h"
+#include "sm90/ptx.cuh"
+#include "sm90/tile_config.h"
+
+namespace ioattn::sm90 {
+
+template <class Mainloop_, class Epilogue_, class Scheduler_>
+struct FwdKernel {
+  using Mainloop = Mainloop_;
+  using Epilogue = Epilogue_;
+  using Scheduler = Scheduler_;
+  using Element = typename Mainloop::Element;
+  using Mask = typename Mainloop::Mask;
+  using SharedStorage = typename Mainloop::SharedStorage;
+  static constexpr int kBlockM = Mainloop::kBlockM;
+  static constexpr int kBlockN = Mainloop::kBlockN;
+  static constexpr int kNThreads = kFwdThreads;
+  static constexpr int kMinBlocksPerSM = 1;
+  // Registers per thread after setmaxnreg: 128 x 24 + 256 x 240 = 64512 <= 64K.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+
+  // One tile's coordinates, sequence and the key blocks its 128 rows visit.
+  struct Work {
+    TileCoord c;
+    SeqlenInfo seq;
+    int m_begin;
+    BlockRange blocks;
+    bool in_sequence;  // false: varlen tile past the end of a shorter sequence
+
+    __device__ Work(const FwdParams &p, const Scheduler &sched, int t)
+        : c(sched.tile(t)), seq(p, c.batch), m_begin(c.block * kBlockM), blocks{0, 0} {
+      in_sequence = m_begin < seq.seqlen_q;
+      if (in_sequence) {
+        const Mask mask(p, seq.seqlen_q, seq.seqlen_k);
+        blocks = mask.template blocks_of_rows<kBlockN>(m_begin, m_begin + kBlockM);
+      }
+    }
+    __device__ bool has_keys() const { return blocks.end > blocks.begin; }
+  };
+
+  __device__ static void run(const FwdParamsSm90 &P, char *smem_raw) {
+    // The swizzled tiles need 1024-byte alignment; the host adds 1 KB for it.
+    char *base =
+        reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+    SharedStorage &smem = *reinterpret_cast<SharedStorage *>(base);
+    const FwdParams &p = P.base;
+    const int warpgroup = threadIdx.x / 128;
+
+    if (threadIdx.x == 0) {
+      Mainloop::init_barriers(smem);
+      fence_barrier_init();
+    }
+    // Barrier: every mbarrier is initialized (and the initialization visible to the TMA unit)
+    // before any thread waits on one or any load signals one.
+    __syncthreads();
+
+    // K + V bytes per query head (16-bit elements; a K/V head serves group_size query heads).
+    const int64_t kv_bytes = int64_t(p.seqlen_k) * p.head_dim * 4 / p.group_size;
+    const Scheduler sched((p.seqlen_q + kBlockM - 1) / kBlockM, p.num_heads, p.batch, kv_bytes);
+    uint32_t q_phase = 0;
+    PipelineState<Mainloop::kStages> kv;
+
+    if (warpgroup == 0) {
+      setmaxnreg_dec<kProducerRegs>();
+      if (threadIdx.x == 0) {
+        tma_prefetch_descriptor(&P.tma_q);
+        tma_prefetch_descriptor(&P.tma_k);
+        tma_prefetch_descriptor(&P.tma_v);
+        for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {
+          const Work w(p, sched, t);
+          if (!w.in_sequence || !w.has_keys()) continue;
+          Mainloop::load(P, smem, w.seq, w.c.batch, w.c.head, w.m_begin, w.blocks, q_phase, kv);
+        }
+      }
+      return;
+    }
+
+    setmaxnreg_inc<kConsumerRegs>();
+    const int consumer = warpgroup - 1;
+    const PingPong turn(consumer);
+    turn.start(consumer);
+    Mainloop mainloop;
+    for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {
+      const Work w(p, sched, t);
+      if (!w.in_sequence) continue;
+      Element *out =
+          static_cast<Element *>(p.out) + w.seq.q_like_offset(w.c.batch, w.c.head, p.o_batch_stride,
+                                                              p.o_row_stride, p.o_head_stride);
+      float *lse = p.lse + w.seq.lse_offset(p, w.c.batch, w.c.head);
+      if (!w.has_keys()) {
+        Epilogue::store_zero(out, p.o_row_stride, lse, w.m_begin, consumer, w.seq.seqlen_q,
+                             p.head_dim);
+        continue;
+      }
+      const Mask mask(p, w.seq.seqlen_q, w.seq.seqlen_k);
+      float row_lse[2];
+      mainloop.mma(p, smem, mask, w.m_begin, w.blocks, consumer, turn, q_phase, kv, row_lse);
+      const int row0 =
+          consumer * Mainloop::kWgRows + (threadIdx.x / 32) % 4 * 16 + (threadIdx.x % 32) / 4;
+      Epilogue::store(mainloop.acc_o, row_lse, out, p.o_row_stride, lse, w.m_begin, row0,
+                      w.seq.seqlen_q, p.head_dim);
+    }
+    turn.finish(consumer);
+  }
+};
+
+}  // namespace ioattn::sm90

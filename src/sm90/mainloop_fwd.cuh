@@ -1,0 +1,303 @@
+// SM90 forward mainloop (FlashAttention-3). Warp-specialized: one producer thread streams Q
+// and the K/V blocks of each tile into shared memory with TMA; two consumer warpgroups, each
+// owning 64 query rows, run S = Q.K^T (WGMMA, both operands in shared memory) and
+// O += P.V (WGMMA, P from registers), with the online softmax in registers.
+//
+// Overlap, the two FA3 schedules:
+//   intra-warpgroup  a consumer issues S(j+1) = Q.K(j+1)^T and O += P(j).V(j), then runs the
+//                    softmax of S(j+1) while P(j).V(j) is still on the tensor cores;
+//   ping-pong        the two consumers take turns issuing their GEMMs (named barriers), so
+//                    one warpgroup's softmax runs under the other's GEMMs.
+// Both can be switched off at compile time for ablations (IOATTN_SM90_NO_OVERLAP,
+// IOATTN_SM90_NO_PINGPONG).
+#pragma once
+
+#include "common/mask.cuh"
+#include "common/pack.cuh"
+#include "common/params.h"
+#include "common/portable.h"
+#include "common/seqlen.cuh"
+#include "common/softmax.cuh"
+#include "sm90/params.h"
+#include "sm90/pipeline.cuh"
+#include "sm90/ptx.cuh"
+#include "sm90/smem_layout.cuh"
+#include "sm90/tile_config.h"
+#include "sm90/wgmma_ops.cuh"
+
+namespace ioattn::sm90 {
+
+#ifdef IOATTN_SM90_NO_PINGPONG
+inline constexpr bool kPingPong = false;
+#else
+inline constexpr bool kPingPong = true;
+#endif
+#ifdef IOATTN_SM90_NO_OVERLAP
+inline constexpr bool kIntraWarpgroupOverlap = false;
+#else
+inline constexpr bool kIntraWarpgroupOverlap = true;
+#endif
+
+// Named barriers 1 and 2 (0 is __syncthreads): warpgroup c may issue GEMMs once barrier 1 + c
+// completes, i.e. once the other consumer has passed it the turn.
+struct PingPong {
+  static constexpr int kFirstBarrier = 1;
+  static constexpr int kThreads = 2 * 128;  // 128 waiting + 128 arriving
+  int mine;
+  int other;
+
+  __device__ explicit PingPong(int consumer)
+      : mine(kFirstBarrier + consumer), other(kFirstBarrier + 1 - consumer) {}
+
+  // Consumer 0 takes the first turn: consumer 1 passes it one before its own first GEMMs.
+  __device__ void start(int consumer) const {
+    if (kPingPong && consumer == 1) bar_arrive(other, kThreads);
+  }
+  __device__ __forceinline__ void wait_turn() const {
+    if constexpr (kPingPong) bar_sync(mine, kThreads);
+  }
+  __device__ __forceinline__ void pass_turn() const {
+    if constexpr (kPingPong) bar_arrive(other, kThreads);
+  }
+  // Consumer 1 passes one turn more than consumer 0 takes (the one in start); consume it so
+  // that no barrier is left half-arrived when the CTA exits.
+  __device__ void finish(int consumer) const {
+    if (kPingPong && consumer == 0) bar_sync(mine, kThreads);
+  }
+};
+
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
+struct MainloopFwd {
+  using Element = Element_;
+  using Mask = Mask_;
+  using ScoreMod = ScoreMod_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr int kBlockM = kCfg.block_m;
+  static constexpr int kBlockN = kCfg.block_n;
+  static constexpr int kStages = kCfg.stages;
+  static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
+  static constexpr int kWgRows = 64;         // query rows per consumer warpgroup
+  static constexpr int kNT = kBlockN / 8;    // n8 tiles of S
+  static constexpr int kDT = kHeadDim / 8;   // n8 tiles of O
+  static constexpr int kKT = kHeadDim / 16;  // k16 steps of Q.K^T
+  static constexpr int kPT = kBlockN / 16;   // k16 steps of P.V
+  static_assert(kBlockM == kWgRows * kConsumerWarpgroups);
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
+
+  using TileQ = SwizzledTile<kBlockM, kHeadDim>;
+  using TileKV = SwizzledTile<kBlockN, kHeadDim>;
+
+  struct SharedStorage {
+    alignas(1024) char q[TileQ::kBytes];
+    alignas(1024) char k[kStages][TileKV::kBytes];
+    alignas(1024) char v[kStages][TileKV::kBytes];
+    uint64_t q_full;   // the tile's Q has landed
+    uint64_t q_empty;  // both consumers have issued (and retired) their last Q.K^T of the tile
+    Ring<kStages> k_ring;
+    Ring<kStages> v_ring;
+  };
+  static_assert(TileKV::kBytes % 1024 == 0, "K/V stages stay 1024-byte aligned");
+  static_assert(sizeof(SharedStorage) + 1024 <= fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
+
+  __device__ static void init_barriers(SharedStorage &smem) {
+    mbar_init(&smem.q_full, 1);
+    mbar_init(&smem.q_empty, kConsumerThreads);
+    smem.k_ring.init(kConsumerThreads);
+    smem.v_ring.init(kConsumerThreads);
+  }
+
+  // ---- Producer (one thread) ----
+
+  // Issues the TMA loads of one tile: Q once, then K and V of key blocks end-1 down to begin.
+  // q_phase and kv carry the ring positions from tile to tile.
+  __device__ static void load(const FwdParamsSm90 &P, SharedStorage &smem, const SeqlenInfo &seq,
+                              int batch, int head, int m_begin, BlockRange blocks,
+                              uint32_t &q_phase, PipelineState<kStages> &kv) {
+    const int b = seq.varlen ? 0 : batch;
+    const int head_k = head / P.base.group_size;
+    const int q_row = int(seq.q_row_offset) + m_begin;
+    // The single Q buffer is refilled once both consumers are done with the previous tile's.
+    mbar_wait(&smem.q_empty, q_phase ^ 1);
+    mbar_arrive_expect_tx(&smem.q_full, TileQ::kBytes);
+#pragma unroll
+    for (int panel = 0; panel < TileQ::kPanels; ++panel) {
+      tma_load_4d(smem.q + panel * TileQ::kPanelBytes, &P.tma_q, &smem.q_full, panel * 64, q_row,
+                  head, b);
+    }
+    q_phase ^= 1;
+    for (int n_block = blocks.end - 1; n_block >= blocks.begin; --n_block) {
+      const int kv_row = int(seq.k_row_offset) + n_block * kBlockN;
+      uint64_t *k_full = smem.k_ring.producer_acquire(kv, TileKV::kBytes);
+#pragma unroll
+      for (int panel = 0; panel < TileKV::kPanels; ++panel) {
+        tma_load_4d(smem.k[kv.stage] + panel * TileKV::kPanelBytes, &P.tma_k, k_full, panel * 64,
+                    kv_row, head_k, b);
+      }
+      uint64_t *v_full = smem.v_ring.producer_acquire(kv, TileKV::kBytes);
+#pragma unroll
+      for (int panel = 0; panel < TileKV::kPanels; ++panel) {
+        tma_load_4d(smem.v[kv.stage] + panel * TileKV::kPanelBytes, &P.tma_v, v_full, panel * 64,
+                    kv_row, head_k, b);
+      }
+      kv.advance();
+    }
+  }
+
+  // ---- Consumers ----
+
+  using Acc = float[1][kNT][4];    // (MMA_M = 1 per warp, MMA_N = kBlockN / 8, 4): S or P
+  using PFrag = uint32_t[kPT][4];  // P as WGMMA A fragments, one per k16 step of P.V
+
+  float acc_o[1][kDT][4];  // (MMA_M = 1 per warp, MMA_N = kHeadDim / 8, 4): this warp's O rows
+
+  template <int N>
+  __device__ __forceinline__ static float (&flat(float (&acc)[1][N][4]))
+      [N * 4] { return *reinterpret_cast<float (*)[N * 4]>(&acc[0][0][0]); }
+
+  // S (this warpgroup's 64 rows, kBlockN) = Q . K^T, issued and committed (not waited on).
+  __device__ __forceinline__
+      static void gemm_qk(Acc &s, uint32_t q_addr, uint32_t k_addr, int consumer) {
+    wgmma_fence();  // why: s was last read by the softmax; the wgmma overwrites it
+#pragma unroll
+    for (int kk = 0; kk < kKT; ++kk) {
+      wgmma_ss<Element, kBlockN, 0>(flat(s), desc_k_major<TileQ>(q_addr, consumer * kWgRows, kk),
+                                    desc_k_major<TileKV>(k_addr, 0, kk), kk > 0);
+    }
+    wgmma_commit();
+  }
+
+  // O (this warpgroup's rows, kHeadDim) += P . V, issued and committed (not waited on).
+  __device__ __forceinline__ void gemm_pv(const PFrag &p, uint32_t v_addr) {
+    wgmma_fence();  // why: O was rescaled and P packed by ordinary instructions just before
+#pragma unroll
+    for (int kk = 0; kk < kPT; ++kk) {
+      wgmma_rs<Element, kHeadDim, 1>(flat(acc_o), p[kk], desc_mn_major<TileKV>(v_addr, kk), 1);
+    }
+    wgmma_commit();
+  }
+
+  // The S accumulator tiles of two adjacent n8 blocks are exactly one A fragment of P.V.
+  __device__ __forceinline__ static void pack_p(PFrag &a, const Acc &p) {
+#pragma unroll
+    for (int j = 0; j < kPT; ++j) {
+      a[j][0] = pack2<Element>(p[0][2 * j][0], p[0][2 * j][1]);
+      a[j][1] = pack2<Element>(p[0][2 * j][2], p[0][2 * j][3]);
+      a[j][2] = pack2<Element>(p[0][2 * j + 1][0], p[0][2 * j + 1][1]);
+      a[j][3] = pack2<Element>(p[0][2 * j + 1][2], p[0][2 * j + 1][3]);
+    }
+  }
+
+  // Score mod, boundary mask (-inf where a row must not see a key), online softmax: S becomes
+  // P, and `correction` the factor O must be rescaled by before P.V adds to it.
+  __device__ __forceinline__ static void softmax_step(Acc &s, OnlineSoftmax<1> &softmax,
+                                                      float (&correction)[2], const ScoreMod &mod,
+                                                      const Mask &mask, int m_begin, int row0,
+                                                      int n_block) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s[0][nt][i] = mod(s[0][nt][i]);
+    if (mask.template block_needs_mask<kBlockN>(n_block, m_begin, m_begin + kBlockM)) {
+      const int lane = threadIdx.x % 32;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const KeyRange keys = mask.keys_of_row(m_begin + row0 + 8 * h);
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = n_block * kBlockN + nt * 8 + 2 * (lane % 4) + e;
+            if (col < keys.lo || col >= keys.hi) s[0][nt][2 * h + e] = neg_inf();
+          }
+      }
+    }
+    softmax.update_scores(s, correction);
+  }
+
+  // One tile for consumer warpgroup `consumer`: on return acc_o holds its normalized O rows
+  // and lse their log-sum-exp (rows row0 and row0 + 8 of the tile, row0 = this thread's first).
+  __device__ __forceinline__ void mma(const FwdParams &p, SharedStorage &smem, const Mask &mask,
+                                      int m_begin, BlockRange blocks, int consumer,
+                                      const PingPong &turn, uint32_t &q_phase,
+                                      PipelineState<kStages> &kv, float (&lse)[2]) {
+    const int warp = (threadIdx.x / 32) % 4;
+    const int row0 = consumer * kWgRows + warp * 16 + (threadIdx.x % 32) / 4;
+    const ScoreMod mod(p);
+    OnlineSoftmax<1> softmax(p.score_scale_log2);
+    const uint32_t q_addr = smem_addr(smem.q);
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc_o[0][dt][i] = 0.f;
+
+    const int n_iters = blocks.end - blocks.begin;
+    int n_block = blocks.end - 1;
+    Acc s;
+    PFrag pf;
+    float correction[2];
+
+    mbar_wait(&smem.q_full, q_phase);
+    q_phase ^= 1;
+    smem.k_ring.consumer_wait(kv);
+    turn.wait_turn();
+    gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+    turn.pass_turn();
+    wgmma_wait<0>();
+    fence_operand(flat(s));
+    smem.k_ring.consumer_release(kv);
+    // why: the Q buffer is refilled for the next tile only after every consumer thread's last
+    // Q.K^T has retired.
+    if (n_iters == 1) mbar_arrive(&smem.q_empty);
+    softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+    pack_p(pf, s);
+
+    for (int it = 1; it < n_iters; ++it) {
+      const PipelineState<kStages> prev = kv;  // the block whose P is in pf
+      kv.advance();
+      --n_block;
+      smem.k_ring.consumer_wait(kv);
+      smem.v_ring.consumer_wait(prev);
+      if constexpr (kIntraWarpgroupOverlap) {
+        turn.wait_turn();
+        gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+        gemm_pv(pf, smem_addr(smem.v[prev.stage]));
+        turn.pass_turn();
+        wgmma_wait<1>();  // S of this block is done; P.V of the previous one may still run
+        fence_operand(flat(s));
+        smem.k_ring.consumer_release(kv);
+        if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
+        softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+        wgmma_wait<0>();
+        fence_operand(flat(acc_o));
+        smem.v_ring.consumer_release(prev);
+      } else {
+        turn.wait_turn();
+        gemm_pv(pf, smem_addr(smem.v[prev.stage]));
+        gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+        turn.pass_turn();
+        wgmma_wait<0>();
+        fence_operand(flat(s));
+        fence_operand(flat(acc_o));
+        smem.k_ring.consumer_release(kv);
+        smem.v_ring.consumer_release(prev);
+        if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
+        softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+      }
+      OnlineSoftmax<1>::rescale(acc_o, correction);
+      pack_p(pf, s);
+    }
+
+    smem.v_ring.consumer_wait(kv);
+    turn.wait_turn();
+    gemm_pv(pf, smem_addr(smem.v[kv.stage]));
+    turn.pass_turn();
+    wgmma_wait<0>();
+    fence_operand(flat(acc_o));
+    smem.v_ring.consumer_release(kv);
+    kv.advance();
+    softmax.finalize(acc_o, lse);
+  }
+};
+
+}  // namespace ioattn::sm90

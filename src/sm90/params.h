@@ -1,0 +1,26 @@
+// Kernel parameters of the SM90 forward: the shared FwdParams plus the TMA descriptors of q,
+// k and v, which the host encodes per call (src/sm90/host/launch_fwd.cpp) and the kernel reads
+// from its __grid_constant__ parameter space.
+#pragma once
+
+#include "common/params.h"
+#include "common/portable.h"
+
+namespace ioattn::sm90 {
+
+// Bit-compatible with cuda.h's CUtensorMap (an opaque, 64-byte aligned 128-byte object).
+struct alignas(64) TmaDescriptor {
+  uint64_t opaque[16];
+};
+
+// Each tensor is mapped as 4-D (head_dim, rows, heads, batch), innermost first: rows =
+// seqlen (dense) or total rows with batch = 1 (varlen, the kernel adds the sequence's first
+// row). A box is 64 columns (one 128-byte swizzled panel) by a tile's rows.
+struct FwdParamsSm90 {
+  FwdParams base;
+  TmaDescriptor tma_q;
+  TmaDescriptor tma_k;
+  TmaDescriptor tma_v;
+};
+
+}  // namespace ioattn::sm90

@@ -1,0 +1,108 @@
+"""The sm90 (FlashAttention-3-style) forward against the sm80 one on random shapes.
+
+Every other forward test runs once per library (conftest.fwd_library); this one draws random
+problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires the sm90 result
+to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
+plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import ioattn
+from conftest import sm90_skip_reason
+from ioattn import _backend
+from ioattn.testing import attention_ref, case_seed, check_fa_rule, kernel_skip_reason
+
+pytestmark = pytest.mark.gpu
+
+CASES = 40
+
+
+def _draw(index: int) -> dict[str, object]:
+    rng = random.Random(case_seed("sm90-diff", index))
+    hk = rng.choice([1, 2, 4])
+    window = rng.choice([(-1, -1), (-1, 0), (-1, 0), (rng.randint(0, 300), rng.randint(0, 300))])
+    return {
+        "batch": rng.randint(1, 4),
+        "seqlen_q": rng.choice([1, 17, 64, 113, 128, 129, rng.randint(1, 1500)]),
+        "seqlen_k": rng.choice([1, 17, 128, 177, 339, rng.randint(1, 1500)]),
+        "heads": (hk * rng.choice([1, 2, 3]), hk),
+        "head_dim": rng.choice([8, 40, 64, 72, 96, 128, 160, 192, 256]),
+        "dtype": rng.choice([torch.float16, torch.bfloat16]),
+        "window": window,
+        "softcap": rng.choice([0.0, 0.0, 0.0, 15.0]),
+        "varlen": rng.random() < 0.3,
+    }
+
+
+def _run(library: str, monkeypatch: pytest.MonkeyPatch, case: dict, q, k, v, cu_q, cu_k):
+    monkeypatch.setenv(_backend.BACKEND_ENV, library)
+    _backend.clear_cache()
+    kw = {"window_size": case["window"], "softcap": case["softcap"], "return_attn_probs": True}
+    if case["varlen"]:
+        out, lse, _ = ioattn.flash_attn_varlen_func(
+            q, k, v, cu_q, cu_k, case["seqlen_q"], case["seqlen_k"], **kw
+        )
+    else:
+        out, lse, _ = ioattn.flash_attn_func(q, k, v, **kw)
+    return out, lse
+
+
+@pytest.mark.parametrize("index", range(CASES))
+def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    if (reason := sm90_skip_reason()) is not None:
+        pytest.skip(reason)
+    case = _draw(index)
+    for library in ("sm80", "sm90"):
+        reason = kernel_skip_reason(case["dtype"], case["head_dim"], case["softcap"], library)
+        if reason:
+            pytest.skip(reason)
+    torch.manual_seed(case_seed("sm90-diff-data", index))
+    b, sq, sk, d = case["batch"], case["seqlen_q"], case["seqlen_k"], case["head_dim"]
+    h, hk = case["heads"]
+    dt = case["dtype"]
+    q = torch.randn(b, sq, h, d, device="cuda", dtype=dt)
+    k = torch.randn(b, sk, hk, d, device="cuda", dtype=dt)
+    v = torch.randn(b, sk, hk, d, device="cuda", dtype=dt)
+    if case["softcap"]:
+        q = q * 4
+    cu_q = cu_k = None
+    if case["varlen"]:
+        # b sequences of random lengths <= the maxima (some empty), packed
+        lens_q = torch.randint(0, sq + 1, (b,)).tolist()
+        lens_k = torch.randint(0, sk + 1, (b,)).tolist()
+        q = torch.cat([q[i, : lens_q[i]] for i in range(b)])
+        k = torch.cat([k[i, : lens_k[i]] for i in range(b)])
+        v = torch.cat([v[i, : lens_k[i]] for i in range(b)])
+        cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32)
+        cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32)
+        cu_q, cu_k = cu_q.cuda(), cu_k.cuda()
+    out80, lse80 = _run("sm80", monkeypatch, case, q, k, v, cu_q, cu_k)
+    out90, lse90 = _run("sm90", monkeypatch, case, q, k, v, cu_q, cu_k)
+    assert not out90.isnan().any() and not lse90.isnan().any()
+    if case["varlen"]:
+        refs = []
+        for i in range(b):
+            qs = slice(int(cu_q[i]), int(cu_q[i + 1]))
+            ks = slice(int(cu_k[i]), int(cu_k[i + 1]))
+            o, lse = attention_ref(
+                q[qs][None], k[ks][None], v[ks][None], window_size=case["window"],
+                softcap=case["softcap"],
+            )  # fmt: skip
+            refs.append((o[0], lse[0]))
+        out_ref = torch.cat([o for o, _ in refs])
+        lse_ref = torch.cat([lse for _, lse in refs], dim=-1)
+    else:
+        out_ref, lse_ref = attention_ref(
+            q, k, v, window_size=case["window"], softcap=case["softcap"]
+        )
+    rtol = 3.0 if case["softcap"] else 2.0
+    check_fa_rule("out", out90, out_ref, out80, rtol=rtol)
+    finite = torch.isfinite(lse_ref)
+    assert torch.equal(torch.isfinite(lse90), finite), "rows without keys must have lse -inf"
+    check_fa_rule("lse", lse90[finite], lse_ref[finite], lse80[finite], rtol=rtol, atol=1e-4)
