@@ -31,21 +31,23 @@ struct FwdKernel {
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
 
-  // One tile's coordinates, sequence and the key blocks its 128 rows visit.
+  // One tile's coordinates, sequence, mask and the key blocks its 128 rows visit.
   struct Work {
     TileCoord c;
     SeqlenInfo seq;
+    Mask mask;
     int m_begin;
     BlockRange blocks;
     bool in_sequence;  // false: varlen tile past the end of a shorter sequence
 
     __device__ Work(const FwdParams &p, const Scheduler &sched, int t)
-        : c(sched.tile(t)), seq(p, c.batch), m_begin(c.block * kBlockM), blocks{0, 0} {
-      in_sequence = m_begin < seq.seqlen_q;
-      if (in_sequence) {
-        const Mask mask(p, seq.seqlen_q, seq.seqlen_k);
-        blocks = mask.template blocks_of_rows<kBlockN>(m_begin, m_begin + kBlockM);
-      }
+        : c(sched.tile(t)),
+          seq(p, c.batch),
+          mask(p, seq.seqlen_q, seq.seqlen_k),
+          m_begin(c.block * kBlockM),
+          blocks{0, 0},
+          in_sequence(m_begin < seq.seqlen_q) {
+      if (in_sequence) blocks = mask.template blocks_of_rows<kBlockN>(m_begin, m_begin + kBlockM);
     }
     __device__ bool has_keys() const { return blocks.end > blocks.begin; }
   };
@@ -104,9 +106,8 @@ struct FwdKernel {
                              p.head_dim);
         continue;
       }
-      const Mask mask(p, w.seq.seqlen_q, w.seq.seqlen_k);
       float row_lse[2];
-      mainloop.mma(p, smem, mask, w.m_begin, w.blocks, consumer, turn, q_phase, kv, row_lse);
+      mainloop.mma(p, smem, w.mask, w.m_begin, w.blocks, consumer, turn, q_phase, kv, row_lse);
       const int row0 =
           consumer * Mainloop::kWgRows + (threadIdx.x / 32) % 4 * 16 + (threadIdx.x % 32) / 4;
       Epilogue::store(mainloop.acc_o, row_lse, out, p.o_row_stride, lse, w.m_begin, row0,
