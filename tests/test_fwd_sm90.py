@@ -3,7 +3,9 @@
 Every other forward test runs once per library (conftest.fwd_library); this one draws random
 problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires the sm90 result
 to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
-plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise.
+plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. A second test
+makes every CTA of the persistent grid loop over many units of work (paired tiles under a
+window mask, an odd number of query blocks) and checks that each query row was computed.
 """
 
 from __future__ import annotations
@@ -106,3 +108,34 @@ def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     finite = torch.isfinite(lse_ref)
     assert torch.equal(torch.isfinite(lse90), finite), "rows without keys must have lse -inf"
     check_fa_rule("lse", lse90[finite], lse_ref[finite], lse80[finite], rtol=rtol, atol=1e-4)
+
+
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+@pytest.mark.parametrize(
+    "window", [(-1, -1), (-1, 0), (200, 50)], ids=["full", "causal", "local"]
+)  # fmt: skip
+def test_sm90_persistent_grid_covers_every_tile(
+    window: tuple[int, int], varlen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """17 query blocks x 96 (head, batch) pairs: ~10 units per CTA on a 132-SM H100."""
+    if (reason := sm90_skip_reason()) is not None:
+        pytest.skip(reason)
+    for library in ("sm80", "sm90"):
+        if reason := kernel_skip_reason(torch.bfloat16, 64, 0.0, library):
+            pytest.skip(reason)
+    torch.manual_seed(7)
+    b, s, h, d = 3, 2049, 32, 64
+    q = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn_like(q)
+    v = torch.randn_like(q) + 1.0  # outputs near 1: a row left unwritten cannot pass
+    case = {"window": window, "softcap": 0.0, "varlen": varlen, "seqlen_q": s, "seqlen_k": s}
+    cu = None
+    if varlen:  # three sequences: the longest sets the block count, the others end early
+        lens = [s, 1500, 640]
+        q, k, v = (torch.cat([t[i, : lens[i]] for i in range(b)]) for t in (q, k, v))
+        cu = torch.tensor([0, lens[0], lens[0] + lens[1], sum(lens)], dtype=torch.int32)
+        cu = cu.cuda()
+    out80, lse80 = _run("sm80", monkeypatch, case, q, k, v, cu, cu)
+    out90, lse90 = _run("sm90", monkeypatch, case, q, k, v, cu, cu)
+    torch.testing.assert_close(out90, out80, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse90, lse80, atol=1e-3, rtol=1e-4)

@@ -68,9 +68,7 @@ struct FwdKernel {
     // before any thread waits on one or any load signals one.
     __syncthreads();
 
-    // K + V bytes per query head (16-bit elements; a K/V head serves group_size query heads).
-    const int64_t kv_bytes = int64_t(p.seqlen_k) * p.head_dim * 4 / p.group_size;
-    const Scheduler sched((p.seqlen_q + kBlockM - 1) / kBlockM, p.num_heads, p.batch, kv_bytes);
+    const Scheduler sched((p.seqlen_q + kBlockM - 1) / kBlockM, p.num_heads, p.batch);
     uint32_t q_phase = 0;
     PipelineState<Mainloop::kStages> kv;
 

@@ -79,6 +79,14 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// Stores `value` to shared memory, to pin the code computing it above a following
+// wgmma_wait: ptxas hoists a wait_group to the top of its basic block, above independent
+// arithmetic (which then no longer overlaps the in-flight wgmma), but not above a preceding
+// shared-memory store, and the store cannot move above the arithmetic that produces its value.
+__device__ __forceinline__ void order_before_wait(uint32_t addr, float value) {
+  asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(value) : "memory");
+}
+
 // Keeps the compiler from moving accesses of an accumulator across wgmma issue / wait points
 // (the hardware reads and writes it asynchronously in between).
 template <int N>

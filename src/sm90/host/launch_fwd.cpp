@@ -1,6 +1,6 @@
 // libioattn_sm90's forward launch: encodes the TMA descriptors of q, k and v (cuda.h's
 // cuTensorMapEncodeTiled, reached through the runtime's driver entry point so that nothing
-// links libcuda) and launches a persistent grid of one CTA per SM, at most one per tile.
+// links libcuda) and launches a persistent grid of one CTA per SM, at most one per unit of work.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include "common/host/launch.h"
 #include "common/host/launch_kernel.h"
 #include "common/host/plan.h"
+#include "common/persistent_units.h"
 #include "ioattn/api.h"
 #include "sm90/params.h"
 #include "sm90/tile_config.h"
@@ -145,10 +146,11 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
     err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   }
   if (err != cudaSuccess) return err;
-  // Persistent: PersistentTileScheduler's tiles (query blocks x heads x batch; for varlen,
-  // seqlen_q is the maximum over the batch), one CTA per SM.
-  const int64_t tiles = ceil_div(params.seqlen_q, kernel.block) * params.num_heads * params.batch;
-  const int64_t grid = tiles < num_sms ? tiles : num_sms;
+  // Persistent: one CTA per SM, at most one per unit of PersistentTileScheduler (query tiles,
+  // paired with a window mask; for varlen, seqlen_q is the maximum over the batch).
+  const int64_t units = persistent_units(ceil_div(params.seqlen_q, kernel.block),
+                                         int64_t(params.num_heads) * params.batch, kernel.window);
+  const int64_t grid = units < num_sms ? units : num_sms;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
                        kernel.smem_bytes, p, stream);
 }
