@@ -85,7 +85,7 @@ LIBRARIES: dict[str, dict] = {
                 "variant": "ioattn::sm90::FwdKernelFor",
                 "params": "ioattn::sm90::FwdParamsSm90",
                 "block": "ioattn::sm90::fwd_tile_config({hd}, {w}).block_m",
-                "threads": "ioattn::sm90::kFwdThreads",
+                "threads": "ioattn::sm90::fwd_num_threads({hd}, {w})",
                 "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w})",
             },
         },

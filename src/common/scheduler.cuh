@@ -57,21 +57,25 @@ struct StridedTileScheduler {
 // is the pair of query blocks (num_blocks - 1 - j, j) of one (head, batch), the heavier first.
 // Every pair costs about the same, so the static round robin stays balanced; and units are
 // (head, batch)-major, so the CTAs running together cover only a few heads, whose K/V stay in
-// L2. The longest-processing-time-first order this replaces (round robin over tiles sorted by
-// cost) left the CTAs with the heaviest tile of every wave up to 12% more work than the mean
-// at hd256, and its waves spread over many heads: ncu measured a 57% L2 hit rate at hd256
-// causal 2k (FA3: 75%). Pairs were 6-40% faster on an H100 at hd128/256 causal, 1k-16k.
+// L2. With an odd num_blocks the middle blocks are left over: they come last, one unit each
+// (interleaved with the pairs, an even grid would hand them all to the same CTAs). The
+// longest-processing-time-first order this replaces (round robin over tiles sorted by cost)
+// left the CTAs with the heaviest tile of every wave up to 12% more work than the mean at
+// hd256, and its waves spread over many heads: ncu measured a 57% L2 hit rate at hd256 causal
+// 2k (FA3: 75%). Pairs were 6-40% faster on an H100 at hd128/256 causal, 1k-16k.
 template <bool kPaired>
 struct PersistentTileScheduler {
   int num_blocks;
   int num_heads;
-  int units_per_bh;  // units of one (head, batch)
+  int pairs_per_bh;  // full pairs of one (head, batch)
+  int num_pairs;     // full pairs of all (head, batch) pairs; the middle blocks follow
   int num_units;
 
   __device__ PersistentTileScheduler(int num_blocks_, int num_heads_, int batch)
       : num_blocks(num_blocks_),
         num_heads(num_heads_),
-        units_per_bh(int(persistent_units(num_blocks_, 1, kPaired))),
+        pairs_per_bh(num_blocks_ / 2),
+        num_pairs(num_blocks_ / 2 * num_heads_ * batch),
         num_units(int(persistent_units(num_blocks_, int64_t(num_heads_) * batch, kPaired))) {}
 
   // A tile index t is the unit (unpaired) or 2 * unit + the half of the pair (paired).
@@ -82,18 +86,21 @@ struct PersistentTileScheduler {
   }
   __device__ bool valid(int t) const { return (kPaired ? t / 2 : t) < num_units; }
 
-  // With an odd num_blocks the middle pair has one tile; its second half gets block =
-  // num_blocks, which holds no query row (the kernel skips it like a varlen tile past the end
-  // of its sequence).
+  // A middle block's unit has one tile: its second half gets block = num_blocks, which holds
+  // no query row (the kernel skips it like a varlen tile past the end of its sequence).
   __device__ TileCoord tile(int t) const {
     TileCoord c;
     int bh;
     if constexpr (kPaired) {
       const int unit = t / 2;
-      const int j = unit % units_per_bh;
-      const int heavy = num_blocks - 1 - j;
-      c.block = t % 2 == 0 ? heavy : j < heavy ? j : num_blocks;
-      bh = unit / units_per_bh;
+      if (unit < num_pairs) {
+        const int j = unit % pairs_per_bh;
+        c.block = t % 2 == 0 ? num_blocks - 1 - j : j;
+        bh = unit / pairs_per_bh;
+      } else {
+        c.block = t % 2 == 0 ? num_blocks / 2 : num_blocks;
+        bh = unit - num_pairs;
+      }
     } else {
       c.block = t % num_blocks;
       bh = t / num_blocks;

@@ -20,7 +20,8 @@ struct FwdKernelFor {
   using type = FwdKernel<Mainloop, EpilogueFwd<Mainloop>, PersistentTileScheduler<kWindow>>;
 
   static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow);
-  static_assert(type::kNThreads == kFwdThreads, "host and kernel disagree: threads");
+  static_assert(type::kNThreads == fwd_num_threads(kHeadDim, kWindow),
+                "host and kernel disagree: threads");
   static_assert(type::kBlockM == kConfig.block_m, "host and kernel disagree: block_m");
 };
 

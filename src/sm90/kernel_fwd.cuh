@@ -1,7 +1,8 @@
 // SM90 forward kernel: Kernel<Mainloop, Epilogue, Scheduler>, persistent and warp-specialized.
-// Warpgroup 0 gives up registers and one of its threads issues every TMA load; warpgroups 1
-// and 2 take the registers and compute. All of them walk the same tile sequence, so the rings
-// (and the ping-pong turns) stay in step without further coordination.
+// Warpgroup 0 gives up registers and one of its threads issues every TMA load; the consumer
+// warpgroups (two, or three for hd64 without a mask) take the registers and compute. All of them
+// walk the same tile sequence, so the rings (and the ping-pong turns) stay in step without further
+// coordination.
 #pragma once
 
 #include "common/mask.cuh"
@@ -25,11 +26,14 @@ struct FwdKernel {
   using SharedStorage = typename Mainloop::SharedStorage;
   static constexpr int kBlockM = Mainloop::kBlockM;
   static constexpr int kBlockN = Mainloop::kBlockN;
-  static constexpr int kNThreads = kFwdThreads;
+  static constexpr int kConsumers = Mainloop::kConsumerWarpgroups;
+  static constexpr int kNThreads = 128 * (1 + kConsumers);
   static constexpr int kMinBlocksPerSM = 1;
-  // Registers per thread after setmaxnreg: 128 x 24 + 256 x 240 = 64512 <= 64K.
-  static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
+  // Registers per thread after setmaxnreg, within the 64K of an SM:
+  // two consumers 128 x 24 + 256 x 240 = 64512, three 128 x 32 + 384 x 160 = 65536.
+  static constexpr int kProducerRegs = kConsumers == 2 ? 24 : 32;
+  static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536);
 
   // One tile's coordinates, sequence, mask and the key blocks its 128 rows visit.
   struct Work {
@@ -89,7 +93,7 @@ struct FwdKernel {
 
     setmaxnreg_inc<kConsumerRegs>();
     const int consumer = warpgroup - 1;
-    const PingPong turn(consumer);
+    const typename Mainloop::Turn turn(consumer);
     turn.start(consumer);
     Mainloop mainloop;
     for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {

@@ -1,13 +1,13 @@
 // SM90 forward mainloop (FlashAttention-3). Warp-specialized: one producer thread streams Q
-// and the K/V blocks of each tile into shared memory with TMA; two consumer warpgroups, each
-// owning 64 query rows, run S = Q.K^T (WGMMA, both operands in shared memory) and
+// and the K/V blocks of each tile into shared memory with TMA; two or three consumer
+// warpgroups, each owning 64 query rows, run S = Q.K^T (WGMMA, both operands in shared memory) and
 // O += P.V (WGMMA, P from registers), with the online softmax in registers.
 //
 // Overlap, the two FA3 schedules:
 //   intra-warpgroup  a consumer issues S(j+1) = Q.K(j+1)^T and O += P(j).V(j), then runs the
 //                    softmax of S(j+1) while P(j).V(j) is still on the tensor cores;
-//   ping-pong        the two consumers take turns issuing their GEMMs (named barriers), so
-//                    one warpgroup's softmax runs under the other's GEMMs.
+//   ping-pong        the consumers take turns issuing their GEMMs (named barriers), so one
+//                    warpgroup's softmax runs under the others' GEMMs.
 // Both can be switched off at compile time for ablations (IOATTN_SM90_NO_OVERLAP,
 // IOATTN_SM90_NO_PINGPONG).
 #pragma once
@@ -38,29 +38,31 @@ inline constexpr bool kIntraWarpgroupOverlap = false;
 inline constexpr bool kIntraWarpgroupOverlap = true;
 #endif
 
-// Named barriers 1 and 2 (0 is __syncthreads): warpgroup c may issue GEMMs once barrier 1 + c
-// completes, i.e. once the other consumer has passed it the turn.
+// Named barriers 1 .. kConsumers (0 is __syncthreads): warpgroup c may issue GEMMs once
+// barrier 1 + c completes, i.e. once consumer c - 1 (cyclically) has passed it the turn.
+template <int kConsumers>
 struct PingPong {
   static constexpr int kFirstBarrier = 1;
   static constexpr int kThreads = 2 * 128;  // 128 waiting + 128 arriving
   int mine;
-  int other;
+  int next;
 
   __device__ explicit PingPong(int consumer)
-      : mine(kFirstBarrier + consumer), other(kFirstBarrier + 1 - consumer) {}
+      : mine(kFirstBarrier + consumer), next(kFirstBarrier + (consumer + 1) % kConsumers) {}
 
-  // Consumer 0 takes the first turn: consumer 1 passes it one before its own first GEMMs.
+  // Consumer 0 takes the first turn: the last consumer passes it one before its own first
+  // GEMMs.
   __device__ void start(int consumer) const {
-    if (kPingPong && consumer == 1) bar_arrive(other, kThreads);
+    if (kPingPong && consumer == kConsumers - 1) bar_arrive(next, kThreads);
   }
   __device__ __forceinline__ void wait_turn() const {
     if constexpr (kPingPong) bar_sync(mine, kThreads);
   }
   __device__ __forceinline__ void pass_turn() const {
-    if constexpr (kPingPong) bar_arrive(other, kThreads);
+    if constexpr (kPingPong) bar_arrive(next, kThreads);
   }
-  // Consumer 1 passes one turn more than consumer 0 takes (the one in start); consume it so
-  // that no barrier is left half-arrived when the CTA exits.
+  // The last consumer passes one turn more than consumer 0 takes (the one in start); consume
+  // it so that no barrier is left half-arrived when the CTA exits.
   __device__ void finish(int consumer) const {
     if (kPingPong && consumer == 0) bar_sync(mine, kThreads);
   }
@@ -76,6 +78,7 @@ struct MainloopFwd {
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kStages = kCfg.stages;
+  static constexpr int kConsumerWarpgroups = kCfg.consumers;
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kWgRows = 64;         // query rows per consumer warpgroup
   static constexpr int kNT = kBlockN / 8;    // n8 tiles of S
@@ -83,6 +86,7 @@ struct MainloopFwd {
   static constexpr int kKT = kHeadDim / 16;  // k16 steps of Q.K^T
   static constexpr int kPT = kBlockN / 16;   // k16 steps of P.V
   static_assert(kBlockM == kWgRows * kConsumerWarpgroups);
+  using Turn = PingPong<kConsumerWarpgroups>;
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
 
   using TileQ = SwizzledTile<kBlockM, kHeadDim>;
@@ -96,7 +100,7 @@ struct MainloopFwd {
     uint64_t q_empty;  // both consumers have issued (and retired) their last Q.K^T of the tile
     Ring<kStages> k_ring;
     Ring<kStages> v_ring;
-    float wait_anchor[8];  // written (never read) by order_before_wait, one word per warp
+    float wait_anchor[kConsumerWarpgroups * 4];  // written, never read: order_before_wait
   };
   static_assert(TileKV::kBytes % 1024 == 0, "K/V stages stay 1024-byte aligned");
   static_assert(sizeof(SharedStorage) + 1024 <= fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
@@ -223,7 +227,7 @@ struct MainloopFwd {
   // and lse their log-sum-exp (rows row0 and row0 + 8 of the tile, row0 = this thread's first).
   __device__ __forceinline__ void mma(const FwdParams &p, SharedStorage &smem, const Mask &mask,
                                       int m_begin, BlockRange blocks, int consumer,
-                                      const PingPong &turn, uint32_t &q_phase,
+                                      const Turn &turn, uint32_t &q_phase,
                                       PipelineState<kStages> &kv, float (&lse)[2]) {
     const int warp = (threadIdx.x / 32) % 4;
     const int row0 = consumer * kWgRows + warp * 16 + (threadIdx.x % 32) / 4;
@@ -276,7 +280,7 @@ struct MainloopFwd {
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
         softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
         // why: keeps the softmax above the wait (see order_before_wait), i.e. under P.V.
-        order_before_wait(smem_addr(&smem.wait_anchor[threadIdx.x / 32 % 8]),
+        order_before_wait(smem_addr(&smem.wait_anchor[threadIdx.x / 32 - 4]),
                           softmax.row_sum[0] + softmax.row_sum[1]);
         wgmma_wait<0>();
         fence_operand(flat(acc_o));
