@@ -35,7 +35,7 @@ struct FwdKernel {
   static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536);
 
-  // One tile's coordinates, sequence, mask and the key blocks its 128 rows visit.
+  // One tile's coordinates, sequence, mask and the key blocks its rows visit.
   struct Work {
     TileCoord c;
     SeqlenInfo seq;

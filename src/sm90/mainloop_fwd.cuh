@@ -97,7 +97,7 @@ struct MainloopFwd {
     alignas(1024) char k[kStages][TileKV::kBytes];
     alignas(1024) char v[kStages][TileKV::kBytes];
     uint64_t q_full;   // the tile's Q has landed
-    uint64_t q_empty;  // both consumers have issued (and retired) their last Q.K^T of the tile
+    uint64_t q_empty;  // every consumer has issued (and retired) its last Q.K^T of the tile
     Ring<kStages> k_ring;
     Ring<kStages> v_ring;
     float wait_anchor[kConsumerWarpgroups * 4];  // written, never read: order_before_wait
