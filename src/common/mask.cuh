@@ -99,6 +99,30 @@ struct Mask {
   }
 };
 
+// Scores of keys that a row must not see become -inf, in an accumulator fragment of the m16n8
+// layout (common/softmax.cuh): s[mt][nt][i] holds row first_row + 16 mt + 8 (i / 2) and key
+// first_key + 8 nt + i % 2, where first_row and first_key are this thread's (lane / 4 and
+// 2 (lane % 4) included). For boundary blocks only (block_needs_mask).
+template <class MaskT, int kMT, int kNT>
+__device__ __forceinline__ void mask_fragment(float (&s)[kMT][kNT][4], const MaskT &mask,
+                                              int first_row, int first_key) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const KeyRange keys = mask.keys_of_row(first_row + 16 * mt + 8 * h);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = first_key + 8 * nt + e;
+          if (key < keys.lo || key >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
+        }
+      }
+    }
+  }
+}
+
 using MaskFull = Mask<false>;
 using MaskWindow = Mask<true>;
 

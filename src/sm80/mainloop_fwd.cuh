@@ -142,27 +142,6 @@ struct MainloopFwd {
     }
   }
 
-  // Scores of keys that a row must not see become -inf. Boundary blocks only.
-  __device__ __forceinline__ static void apply_mask(float (&s)[kMT][kNT][4], const Mask &mask,
-                                                    int m_begin, int n_block, int warp, int lane) {
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = m_begin + warp * kWarpRows + mt * 16 + lane / 4 + 8 * h;
-        const KeyRange keys = mask.keys_of_row(row);
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = n_block * kBlockN + nt * 8 + 2 * (lane % 4) + e;
-            if (col < keys.lo || col >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
-          }
-        }
-      }
-    }
-  }
-
   // The whole key loop of one query tile. q/k/v point at row 0 of this sequence and head; on
   // return acc_o holds this warp's normalized O rows and lse their log-sum-exp.
   __device__ __forceinline__ void run(const FwdParams &p, SharedStorage &smem, const Element *q,
@@ -213,7 +192,8 @@ struct MainloopFwd {
 #pragma unroll
           for (int i = 0; i < 4; ++i) acc_s[mt][nt][i] = score_mod(acc_s[mt][nt][i]);
       if (mask.template block_needs_mask<kBlockN>(n_block, m_begin, m_begin + kBlockM)) {
-        apply_mask(acc_s, mask, m_begin, n_block, warp, lane);
+        mask_fragment(acc_s, mask, m_begin + warp * kWarpRows + lane / 4,
+                      n_block * kBlockN + 2 * (lane % 4));
       }
       softmax.update(acc_s, acc_o);
       pack_p(p_frag, acc_s);

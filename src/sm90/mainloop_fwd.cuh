@@ -207,18 +207,7 @@ struct MainloopFwd {
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[0][nt][i] = mod(s[0][nt][i]);
     if (mask.template block_needs_mask<kBlockN>(n_block, m_begin, m_begin + kBlockM)) {
-      const int lane = threadIdx.x % 32;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const KeyRange keys = mask.keys_of_row(m_begin + row0 + 8 * h);
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = n_block * kBlockN + nt * 8 + 2 * (lane % 4) + e;
-            if (col < keys.lo || col >= keys.hi) s[0][nt][2 * h + e] = neg_inf();
-          }
-      }
+      mask_fragment(s, mask, m_begin + row0, n_block * kBlockN + 2 * (threadIdx.x % 4));
     }
     softmax.update_scores(s, correction);
   }
