@@ -62,7 +62,9 @@ struct FwdKernel {
         reinterpret_cast<char *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
     SharedStorage &smem = *reinterpret_cast<SharedStorage *>(base);
     const FwdParams &p = P.base;
-    const int warpgroup = threadIdx.x / 128;
+    // Read through a shuffle so that ptxas knows it is warp-uniform: what derives from it (the
+    // consumer's Q descriptor) can then live in uniform registers, which WGMMA reads directly.
+    const int warpgroup = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
 
     if (threadIdx.x == 0) {
       Mainloop::init_barriers(smem);

@@ -164,23 +164,26 @@ struct MainloopFwd {
       [N * 4] { return *reinterpret_cast<float (*)[N * 4]>(&acc[0][0][0]); }
 
   // S (this warpgroup's 64 rows, kBlockN) = Q . K^T, issued and committed (not waited on).
-  __device__ __forceinline__
-      static void gemm_qk(Acc &s, uint32_t q_addr, uint32_t k_addr, int consumer) {
+  // desc_q: this warpgroup's rows of the Q tile (desc_k_major).
+  __device__ __forceinline__ static void gemm_qk(Acc &s, uint64_t desc_q, uint32_t k_addr) {
+    const uint64_t desc_k = desc_k_major<TileKV>(k_addr, 0);
     wgmma_fence();  // why: s was last read by the softmax; the wgmma overwrites it
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk) {
-      wgmma_ss<Element, kBlockN, 0>(flat(s), desc_k_major<TileQ>(q_addr, consumer * kWgRows, kk),
-                                    desc_k_major<TileKV>(k_addr, 0, kk), kk > 0);
+      wgmma_ss<Element, kBlockN, 0>(flat(s), desc_advance(desc_q, k_major_step<TileQ>(kk)),
+                                    desc_advance(desc_k, k_major_step<TileKV>(kk)), kk > 0);
     }
     wgmma_commit();
   }
 
   // O (this warpgroup's rows, kHeadDim) += P . V, issued and committed (not waited on).
   __device__ __forceinline__ void gemm_pv(const PFrag &p, uint32_t v_addr) {
+    const uint64_t desc_v = desc_mn_major<TileKV>(v_addr);
     wgmma_fence();  // why: O was rescaled and P packed by ordinary instructions just before
 #pragma unroll
     for (int kk = 0; kk < kPT; ++kk) {
-      wgmma_rs<Element, kHeadDim, 1>(flat(acc_o), p[kk], desc_mn_major<TileKV>(v_addr, kk), 1);
+      wgmma_rs<Element, kHeadDim, 1>(flat(acc_o), p[kk], desc_advance(desc_v, mn_major_step(kk)),
+                                     1);
     }
     wgmma_commit();
   }
@@ -222,7 +225,7 @@ struct MainloopFwd {
     const int row0 = consumer * kWgRows + warp * 16 + (threadIdx.x % 32) / 4;
     const ScoreMod mod(p);
     OnlineSoftmax<1> softmax(p.score_scale_log2);
-    const uint32_t q_addr = smem_addr(smem.q);
+    const uint64_t desc_q = desc_k_major<TileQ>(smem_addr(smem.q), consumer * kWgRows);
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt)
 #pragma unroll
@@ -238,7 +241,7 @@ struct MainloopFwd {
     q_phase ^= 1;
     smem.k_ring.consumer_wait(kv);
     turn.wait_turn();
-    gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+    gemm_qk(s, desc_q, smem_addr(smem.k[kv.stage]));
     turn.pass_turn();
     wgmma_wait<0>();
     fence_operand(flat(s));
@@ -256,7 +259,7 @@ struct MainloopFwd {
       smem.k_ring.consumer_wait(kv);
       if constexpr (kIntraWarpgroupOverlap) {
         turn.wait_turn();
-        gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+        gemm_qk(s, desc_q, smem_addr(smem.k[kv.stage]));
         // O moves to the running max P(prev) was computed with while S runs, so that
         // nothing but the conversion of P is left after the P.V wait below.
         OnlineSoftmax<1>::rescale(acc_o, correction);
@@ -279,7 +282,7 @@ struct MainloopFwd {
         turn.wait_turn();
         OnlineSoftmax<1>::rescale(acc_o, correction);
         gemm_pv(pf, smem_addr(smem.v[prev.stage]));
-        gemm_qk(s, q_addr, smem_addr(smem.k[kv.stage]), consumer);
+        gemm_qk(s, desc_q, smem_addr(smem.k[kv.stage]));
         turn.pass_turn();
         wgmma_wait<0>();
         fence_operand(flat(s));

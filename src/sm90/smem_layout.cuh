@@ -32,24 +32,40 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint3
 }
 }  // namespace detail
 
-// Operand whose K dimension is the tile's columns (Q as A, K as B of S = Q.K^T): the 16
-// columns [16 kk, 16 kk + 16) of rows [row0, row0 + M or N). Within a panel, a k16 step is a
-// 32-byte move of the start address (the hardware applies the swizzle to the final address);
-// 8-line groups are 1024 bytes apart (SBO). The leading offset is unused for K-major swizzled
-// operands whose K extent (32 bytes) lies inside one 128-byte line.
+// A descriptor is moved within its tile by adding the byte offset / 16 to its start-address
+// field (bits 0-13). The add cannot carry out of the field, since shared memory ends below
+// 2^18 bytes, so only the low word changes: one 32-bit add on the uniform datapath per WGMMA,
+// where rebuilding the descriptor from an address costs a mask, a shift and an or.
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | (uint32_t(desc) + (bytes >> 4));
+}
+
+// Operand whose K dimension is the tile's columns (Q as A, K as B of S = Q.K^T), rows
+// [row0, row0 + M or N): the descriptor of its first k16 step. The leading offset is unused for
+// K-major swizzled operands whose K extent (32 bytes) lies inside one 128-byte line; 8-line
+// groups are 1024 bytes apart (SBO).
 template <class Tile>
-__device__ __forceinline__ uint64_t desc_k_major(uint32_t tile_addr, int row0, int kk) {
-  const uint32_t addr = tile_addr + (kk / 4) * Tile::kPanelBytes + row0 * 128 + (kk % 4) * 32;
-  return detail::make_desc(addr, 16, 1024);
+__device__ __forceinline__ uint64_t desc_k_major(uint32_t tile_addr, int row0) {
+  return detail::make_desc(tile_addr + row0 * 128, 16, 1024);
+}
+
+// Byte offset of k16 step kk (columns [16 kk, 16 kk + 16)) of a K-major operand: a 32-byte move
+// within a panel (the hardware applies the swizzle to the final address), then the next panel.
+template <class Tile>
+IOATTN_HOST_DEVICE constexpr uint32_t k_major_step(int kk) {
+  return (kk / 4) * Tile::kPanelBytes + (kk % 4) * 32;
 }
 
 // Operand whose K dimension is the tile's rows and N its columns (V as B of O += P.V, "MN-major",
-// wgmma's transpose-B form): rows [16 kk, 16 kk + 16), all columns. N is contiguous within a
-// panel; the leading offset steps from one 64-column panel to the next, the stride offset from
-// one 8-row group to the next.
+// wgmma's transpose-B form): the descriptor of its first k16 step, all columns. N is contiguous
+// within a panel; the leading offset steps from one 64-column panel to the next, the stride
+// offset from one 8-row group to the next.
 template <class Tile>
-__device__ __forceinline__ uint64_t desc_mn_major(uint32_t tile_addr, int kk) {
-  return detail::make_desc(tile_addr + kk * 16 * 128, Tile::kPanelBytes, 1024);
+__device__ __forceinline__ uint64_t desc_mn_major(uint32_t tile_addr) {
+  return detail::make_desc(tile_addr, Tile::kPanelBytes, 1024);
 }
+
+// Byte offset of k16 step kk (rows [16 kk, 16 kk + 16)) of an MN-major operand.
+IOATTN_HOST_DEVICE constexpr uint32_t mn_major_step(int kk) { return kk * 16 * 128; }
 
 }  // namespace ioattn::sm90
