@@ -27,8 +27,10 @@ HEAD_DIMS = (64, 96, 128, 192, 256)
 MASKS = {"full": "false", "window": "true"}
 
 # What each kernel library needs from the generator, per op: the device header defining its
-# kernels, the kernel template, the params type, and host expressions (of hd, window) for its
-# launch shape; per helper: the kernel template (of the element type) and its block size; the
+# kernels, the kernel template, the params type, and host expressions (of hd, window and, for
+# ops with long-query variants, long_q) for its launch shape; optionally "long_q": the
+# (head dim, mask) pairs that also get a kernel for long query sequences, and the seqlen_q from
+# which the host prefers it (the kernel template then takes a fifth, bool argument); per helper: the kernel template (of the element type) and its block size; the
 # host header with the tile functions; the minimum compute capability it runs on.
 LIBRARIES: dict[str, dict] = {
     "sm80": {
@@ -84,9 +86,12 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm90/fwd_entry.cuh",
                 "variant": "ioattn::sm90::FwdKernelFor",
                 "params": "ioattn::sm90::FwdParamsSm90",
-                "block": "ioattn::sm90::fwd_tile_config({hd}, {w}).block_m",
-                "threads": "ioattn::sm90::fwd_num_threads({hd}, {w})",
-                "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w})",
+                "block": "ioattn::sm90::fwd_tile_config({hd}, {w}, {l}).block_m",
+                "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {l})",
+                "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {l})",
+                # where sm90/tile_config.h has a second config (FwdKernelFor checks each one)
+                "long_q": {(64, "window")},
+                "min_seqlen_q": "ioattn::sm90::kFwdLongSeqlenQ",
             },
         },
         "helpers": {},
@@ -213,18 +218,27 @@ def main() -> None:
         for dtype in dtypes:
             for hd in head_dims:
                 for mask, window in MASKS.items():
-                    for softcap in (False, True):
-                        stem = f"{op_name}_{dtype}_hd{hd}_{mask}{'_softcap' if softcap else ''}"
+                    long_qs = (False, True) if (hd, mask) in op.get("long_q", ()) else (False,)
+                    for softcap, long_q in ((s, lq) for s in (False, True) for lq in long_qs):
+                        stem = (
+                            f"{op_name}_{dtype}_hd{hd}_{mask}"
+                            + ("_softcap" if softcap else "")
+                            + ("_long" if long_q else "")
+                        )
                         symbol = f"ioattn_{args.library}_{stem}"
                         targs = f"{ELEMENTS[dtype]}, {hd}, {window}, {str(softcap).lower()}"
+                        if "long_q" in op:
+                            targs += f", {str(long_q).lower()}"
                         i = add_source(stem, device_source(op, targs, symbol))
-                        shape = {key: op[key].format(hd=hd, w=window) for key in
-                                 ("block", "threads", "smem")}  # fmt: skip
+                        shape = {key: op[key].format(hd=hd, w=window, l=str(long_q).lower())
+                                 for key in ("block", "threads", "smem")}  # fmt: skip
+                        min_seqlen_q = op["min_seqlen_q"] if long_q else "0"
                         tables[op_name].append(
                             f"    {{{DTYPES[dtype]}, {hd}, {window}, {str(softcap).lower()}, "
-                            f"{shape['block']}, {shape['threads']}, {shape['smem']},\n"
-                            f'     "{symbol}", {{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, '
-                            f"&handles[{i}]}},"
+                            f"{str(long_q).lower()}, {min_seqlen_q},\n"
+                            f"     {shape['block']}, {shape['threads']}, {shape['smem']}, "
+                            f'"{symbol}",\n'
+                            f"     {{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},"
                         )
                         kernels.append(
                             {
@@ -233,6 +247,7 @@ def main() -> None:
                                 "head_dim": hd,
                                 "mask": mask,
                                 "softcap": softcap,
+                                "long_q": long_q,
                             }
                         )
     for helper_name, helper in lib["helpers"].items():

@@ -87,10 +87,25 @@ def test_build_info_shape(lib: _abi.Library) -> None:
             assert kernel["head_dim"] in COMPILED_HEAD_DIMS, kernel
             assert isinstance(kernel["mask"], str), kernel
             assert isinstance(kernel["softcap"], bool), kernel
+            assert isinstance(kernel["long_q"], bool), kernel
     variants = {
-        op: {(k["dtype"], k["head_dim"], k["mask"], k["softcap"]) for k in kernels if k["op"] == op}
+        op: {
+            (k["dtype"], k["head_dim"], k["mask"], k["softcap"])
+            for k in kernels
+            if k["op"] == op and not k["long_q"]
+        }
         for op in ("fwd", "bwd", "bwd_det")
     }
+    long_q = {
+        (k["op"], k["dtype"], k["head_dim"], k["mask"], k["softcap"])
+        for k in kernels
+        if k.get("long_q")
+    }
+    # a long-query kernel is a second tile config beside a default one, never the only one
+    assert {v[1:] for v in long_q} <= variants["fwd"], "long_q kernel without its default"
+    assert all(v[0] == "fwd" for v in long_q), "long_q kernels are forward only"
+    if lib.name == "sm80":
+        assert not long_q, "the sm80 library has one tile config per variant"
     assert variants["fwd"], "no forward kernel"
     if lib.name == "sm90":  # forward only so far: the dispatcher takes sm80's backward
         assert not variants["bwd"] and not variants["bwd_det"], "sm90 has no backward yet"

@@ -3,7 +3,8 @@
 Every other forward test runs once per library (conftest.fwd_library); this one draws random
 problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires the sm90 result
 to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
-plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. A second test
+plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. The same check
+runs on chosen cases around the switch to hd64's long-query kernel. A last test
 makes every CTA of the persistent grid loop over many units of work (paired tiles under a
 window mask, an odd number of query blocks) and checks that each query row was computed.
 """
@@ -57,14 +58,47 @@ def _run(library: str, monkeypatch: pytest.MonkeyPatch, case: dict, q, k, v, cu_
 
 @pytest.mark.parametrize("index", range(CASES))
 def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    _check_against_sm80(_draw(index), case_seed("sm90-diff-data", index), monkeypatch)
+
+
+# hd64 with a window mask has a second kernel (192-row tiles) from seqlen_q 2048 on
+# (sm90/tile_config.h, kFwdLongSeqlenQ): both sides of the switch, seqlen_q above and below
+# seqlen_k (fully masked top rows), a local window, softcap, GQA, varlen with an empty sequence.
+LONG_Q_CASES = {
+    "2047-causal": (2047, 2047, (-1, 0), 0.0, False),
+    "2048-causal": (2048, 2048, (-1, 0), 0.0, False),
+    "2048x1800-causal": (2048, 1800, (-1, 0), 0.0, False),
+    "3001x2600-local": (3001, 2600, (300, 40), 0.0, False),
+    "2500x3100-causal-softcap": (2500, 3100, (-1, 0), 15.0, False),
+    "2500-causal-varlen": (2500, 2500, (-1, 0), 0.0, True),
+}
+
+
+@pytest.mark.parametrize("name", LONG_Q_CASES)
+def test_sm90_long_query_kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sq, sk, window, softcap, varlen = LONG_Q_CASES[name]
+    case = {
+        "batch": 3 if varlen else 1,
+        "seqlen_q": sq,
+        "seqlen_k": sk,
+        "heads": (4, 2),
+        "head_dim": 64,
+        "dtype": torch.bfloat16,
+        "window": window,
+        "softcap": softcap,
+        "varlen": varlen,
+    }
+    _check_against_sm80(case, case_seed("sm90-long-q", name), monkeypatch)
+
+
+def _check_against_sm80(case: dict, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     if (reason := sm90_skip_reason()) is not None:
         pytest.skip(reason)
-    case = _draw(index)
     for library in ("sm80", "sm90"):
         reason = kernel_skip_reason(case["dtype"], case["head_dim"], case["softcap"], library)
         if reason:
             pytest.skip(reason)
-    torch.manual_seed(case_seed("sm90-diff-data", index))
+    torch.manual_seed(seed)
     b, sq, sk, d = case["batch"], case["seqlen_q"], case["seqlen_k"], case["head_dim"]
     h, hk = case["heads"]
     dt = case["dtype"]

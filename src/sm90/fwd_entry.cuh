@@ -13,14 +13,16 @@
 
 namespace ioattn::sm90 {
 
-template <class Element, int kHeadDim, bool kWindow, bool kSoftcap>
+template <class Element, int kHeadDim, bool kWindow, bool kSoftcap, bool kLongQ>
 struct FwdKernelFor {
   using ScoreMod = conditional_t<kSoftcap, TanhSoftcap, NoSoftcap>;
-  using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod>;
+  using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod, kLongQ>;
   using type = FwdKernel<Mainloop, EpilogueFwd<Mainloop>, PersistentTileScheduler<kWindow>>;
 
-  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow);
-  static_assert(type::kNThreads == fwd_num_threads(kHeadDim, kWindow),
+  static_assert(!kLongQ || fwd_has_long_variant(kHeadDim, kWindow),
+                "a long_q kernel whose config is the default one: see cmake/gen_kernels.py");
+  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow, kLongQ);
+  static_assert(type::kNThreads == fwd_num_threads(kHeadDim, kWindow, kLongQ),
                 "host and kernel disagree: threads");
   static_assert(type::kBlockM == kConfig.block_m, "host and kernel disagree: block_m");
 };

@@ -68,13 +68,14 @@ struct PingPong {
   }
 };
 
-template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
+// kLongQ: the tile config for long query sequences (fwd_tile_config).
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_, bool kLongQ>
 struct MainloopFwd {
   using Element = Element_;
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow, kLongQ);
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kStages = kCfg.stages;
@@ -103,7 +104,7 @@ struct MainloopFwd {
     float wait_anchor[kConsumerWarpgroups * 4];  // written, never read: order_before_wait
   };
   static_assert(TileKV::kBytes % 1024 == 0, "K/V stages stay 1024-byte aligned");
-  static_assert(sizeof(SharedStorage) + 1024 <= fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
+  static_assert(sizeof(SharedStorage) + 1024 <= fwd_smem_bytes(kHeadDim, Mask::kIsWindow, kLongQ));
 
   __device__ static void init_barriers(SharedStorage &smem) {
     mbar_init(&smem.q_full, 1);

@@ -15,24 +15,38 @@ struct FwdTileConfig {
 };
 
 // head_dim is the compiled head dim; every config fits the 227 KB of shared memory per block.
-// hd64 without a mask runs three consumers: its GEMMs are short, so a third warpgroup's softmax
-// is needed to keep the tensor cores busy (+6-15% at seqlen >= 2k on an H100), and its
-// registers fit the 160 per thread that three leave. With a window mask (causal) the 192-row
-// tile has more masked diagonal blocks and fewer tiles to balance: two consumers were faster
-// up to 4k there. Likewise without a mask every key block is full, so hd128 takes a longer
-// one (fewer softmax passes per key); with one, the diagonal blocks are masked and 128 wastes
-// less.
-IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
-  return head_dim <= 64   ? (window ? FwdTileConfig{128, 128, 2, 2} : FwdTileConfig{192, 128, 2, 3})
-         : head_dim <= 96 ? FwdTileConfig{128, 128, 2, 2}
+// hd64 runs three consumers where it can: its GEMMs are short, so a third warpgroup's softmax
+// is needed to keep the tensor cores busy, and its registers fit the 160 per thread that three
+// leave. Without a mask that is always; with a window mask (causal) only for long query
+// sequences (long_q, below): the 192-row tile has more masked diagonal blocks and a partly
+// empty last tile, which cost more than the third warpgroup gains while seqlen_q is short.
+// Without a mask every key block is full, so hd128 takes a longer one (fewer softmax passes per
+// key); with one, the diagonal blocks are masked and 128 wastes less.
+IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window, bool long_q) {
+  return head_dim <= 64
+             ? (window && !long_q ? FwdTileConfig{128, 128, 2, 2} : FwdTileConfig{192, 128, 2, 3})
+         : head_dim <= 96  ? FwdTileConfig{128, 128, 2, 2}
          : head_dim <= 128 ? FwdTileConfig{128, window ? 128 : 176, 2, 2}
          : head_dim <= 192 ? FwdTileConfig{128, 112, 2, 2}
                            : FwdTileConfig{128, 80, 2, 2};
 }
 
+// The kernel table has a second, long_q kernel where its config differs (the list in
+// cmake/gen_kernels.py; FwdKernelFor checks it against this), and the host runs it from this
+// seqlen_q on (the maximum seqlen_q for varlen). Measured on an H100, hd64 causal bf16: the
+// 192-row tile is 11-13% slower at 512 and 1k, 4% faster at 2k and 9-15% at 4k-16k.
+constexpr int kFwdLongSeqlenQ = 2048;
+
+IOATTN_HOST_DEVICE constexpr bool fwd_has_long_variant(int head_dim, bool window) {
+  const FwdTileConfig a = fwd_tile_config(head_dim, window, false);
+  const FwdTileConfig b = fwd_tile_config(head_dim, window, true);
+  return a.block_m != b.block_m || a.block_n != b.block_n || a.stages != b.stages ||
+         a.consumers != b.consumers;
+}
+
 // One producer warpgroup and the consumers.
-IOATTN_HOST_DEVICE constexpr int fwd_num_threads(int head_dim, bool window) {
-  return 128 * (1 + fwd_tile_config(head_dim, window).consumers);
+IOATTN_HOST_DEVICE constexpr int fwd_num_threads(int head_dim, bool window, bool long_q) {
+  return 128 * (1 + fwd_tile_config(head_dim, window, long_q).consumers);
 }
 
 IOATTN_HOST_DEVICE constexpr int panels_of(int head_dim) { return (head_dim + 63) / 64; }
@@ -40,8 +54,8 @@ IOATTN_HOST_DEVICE constexpr int panels_of(int head_dim) { return (head_dim + 63
 // Q tile + stages x (K, V) tiles in 128-byte swizzled panels, 1 KB for the pipeline barriers
 // (the storage is a multiple of its 1024-byte alignment), and 1 KB to align the tiles to the
 // 1024-byte swizzle atom (the dynamic shared memory base is only guaranteed 16-byte aligned).
-IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
-  const FwdTileConfig c = fwd_tile_config(head_dim, window);
+IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window, bool long_q) {
+  const FwdTileConfig c = fwd_tile_config(head_dim, window, long_q);
   const int panel_line = 128 * panels_of(head_dim);
   return c.block_m * panel_line + 2 * c.stages * c.block_n * panel_line + 2048;
 }

@@ -15,6 +15,11 @@ struct KernelEntry {
   int32_t head_dim;  // compiled head dim (runs any multiple of 8 up to it)
   bool window;       // MaskWindow (causal / local) instead of MaskFull
   bool softcap;      // TanhSoftcap instead of NoSoftcap
+  // The tile config for long query sequences (sm90 forward, where it differs from the
+  // default); the host prefers, among the kernels that run a call, the one with the largest
+  // min_seqlen_q <= seqlen_q (0 for every default kernel).
+  bool long_q;
+  int32_t min_seqlen_q;
   // Launch shape, from the library's tile configuration (the kernel static_asserts that it
   // agrees): one CTA of num_threads per `block` rows (query rows for the forward, key rows
   // for the backward) of one (head, batch).

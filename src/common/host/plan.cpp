@@ -114,7 +114,12 @@ int32_t check_common(const Args *a, const char *struct_name, const char *op,
         e.head_dim < a->head_dim) {
       continue;
     }
-    if (best == nullptr || e.head_dim < best->head_dim) best = &e;
+    if (e.min_seqlen_q > a->seqlen_q) continue;
+    // the smallest head dim that runs it, then the variant for the longest seqlen_q
+    if (best == nullptr || e.head_dim < best->head_dim ||
+        (e.head_dim == best->head_dim && e.min_seqlen_q > best->min_seqlen_q)) {
+      best = &e;
+    }
   }
   if (best == nullptr) {
     return fail(IOATTN_ERR_UNSUPPORTED,

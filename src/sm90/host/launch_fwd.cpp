@@ -122,7 +122,8 @@ int32_t check_fwd_layout(const FwdParams &p) {
 }
 
 cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaStream_t stream) {
-  const sm90::FwdTileConfig cfg = sm90::fwd_tile_config(kernel.head_dim, kernel.window);
+  const sm90::FwdTileConfig cfg =
+      sm90::fwd_tile_config(kernel.head_dim, kernel.window, kernel.long_q);
   sm90::FwdParamsSm90 p{};
   p.base = params;
   cudaError_t err = encode(&p.tma_q, layout_q(params), params.head_dim, kernel.dtype, cfg.block_m);
