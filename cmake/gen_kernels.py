@@ -27,11 +27,12 @@ HEAD_DIMS = (64, 96, 128, 192, 256)
 MASKS = {"full": "false", "window": "true"}
 
 # What each kernel library needs from the generator, per op: the device header defining its
-# kernels, the kernel template, the params type, and host expressions (of hd, window and, for
-# ops with long-query variants, long_q) for its launch shape; optionally "long_q": the
-# (head dim, mask) pairs that also get a kernel for long query sequences, and the seqlen_q from
-# which the host prefers it (the kernel template then takes a fifth, bool argument); per helper: the kernel template (of the element type) and its block size; the
-# host header with the tile functions; the minimum compute capability it runs on.
+# kernels, the kernel template, the params type, and host expressions (of hd, window and long_q)
+# for its launch shape; optionally "long_q", the (head dim, mask) pairs that also get a kernel
+# for long query sequences, with "min_seqlen_q", from which the host prefers it (the kernel
+# template then takes a fifth, bool argument); per helper: the kernel template (of the element
+# type) and its block size; the host header with the tile functions; the minimum compute
+# capability it runs on.
 LIBRARIES: dict[str, dict] = {
     "sm80": {
         "ops": {

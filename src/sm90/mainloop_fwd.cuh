@@ -167,7 +167,7 @@ struct MainloopFwd {
   // S (this warpgroup's 64 rows, kBlockN) = Q . K^T, issued and committed (not waited on).
   // desc_q: this warpgroup's rows of the Q tile (desc_k_major).
   __device__ __forceinline__ static void gemm_qk(Acc &s, uint64_t desc_q, uint32_t k_addr) {
-    const uint64_t desc_k = desc_k_major<TileKV>(k_addr, 0);
+    const uint64_t desc_k = desc_k_major(k_addr, 0);
     wgmma_fence();  // why: s was last read by the softmax; the wgmma overwrites it
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk) {
@@ -226,7 +226,7 @@ struct MainloopFwd {
     const int row0 = consumer * kWgRows + warp * 16 + (threadIdx.x % 32) / 4;
     const ScoreMod mod(p);
     OnlineSoftmax<1> softmax(p.score_scale_log2);
-    const uint64_t desc_q = desc_k_major<TileQ>(smem_addr(smem.q), consumer * kWgRows);
+    const uint64_t desc_q = desc_k_major(smem_addr(smem.q), consumer * kWgRows);
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt)
 #pragma unroll

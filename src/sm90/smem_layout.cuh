@@ -44,7 +44,6 @@ __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) 
 // [row0, row0 + M or N): the descriptor of its first k16 step. The leading offset is unused for
 // K-major swizzled operands whose K extent (32 bytes) lies inside one 128-byte line; 8-line
 // groups are 1024 bytes apart (SBO).
-template <class Tile>
 __device__ __forceinline__ uint64_t desc_k_major(uint32_t tile_addr, int row0) {
   return detail::make_desc(tile_addr + row0 * 128, 16, 1024);
 }
