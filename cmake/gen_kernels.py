@@ -29,8 +29,9 @@ MASKS = {"full": "false", "window": "true"}
 # What each kernel library needs from the generator, per op: the device header defining its
 # kernels, the kernel template, the params type, and host expressions (of hd, window and long_q)
 # for its launch shape; optionally "long_q", the (head dim, mask) pairs that also get a kernel
-# for long query sequences, with "min_seqlen_q", from which the host prefers it (the kernel
-# template then takes a fifth, bool argument); per helper: the kernel template (of the element
+# for long query sequences, with "min_seqlen_q", from which the host prefers it, and
+# "has_long_q", the tile header's word on which pairs have one (the generated table
+# static_asserts that the two agree; the kernel template then takes a fifth, bool argument); per helper: the kernel template (of the element
 # type) and its block size; the host header with the tile functions; the minimum compute
 # capability it runs on.
 LIBRARIES: dict[str, dict] = {
@@ -90,9 +91,9 @@ LIBRARIES: dict[str, dict] = {
                 "block": "ioattn::sm90::fwd_tile_config({hd}, {w}, {l}).block_m",
                 "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {l})",
                 "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {l})",
-                # where sm90/tile_config.h has a second config (FwdKernelFor checks each one)
                 "long_q": {(64, "window")},
                 "min_seqlen_q": "ioattn::sm90::kFwdLongSeqlenQ",
+                "has_long_q": "ioattn::sm90::fwd_has_long_variant({hd}, {w})",
             },
         },
         "helpers": {},
@@ -251,6 +252,17 @@ def main() -> None:
                                 "long_q": long_q,
                             }
                         )
+    # The long_q lists above against the tile header, for every compiled (head dim, mask).
+    long_q_checks = [
+        f"static_assert({op['has_long_q'].format(hd=hd, w=window)} == "
+        f"{str((hd, mask) in op['long_q']).lower()},\n"
+        f'              "{op_name} hd{hd} {mask}: the long_q list of cmake/gen_kernels.py '
+        f'disagrees with {lib["tile_header"]}");\n'
+        for op_name, op in lib["ops"].items()
+        if "has_long_q" in op
+        for hd in head_dims
+        for mask, window in MASKS.items()
+    ]
     for helper_name, helper in lib["helpers"].items():
         for dtype in dtypes:
             stem = f"{helper_name}_{dtype}"
@@ -292,6 +304,7 @@ def main() -> None:
         + '#include "common/host/kernel_table.h"\n'
         + '#include "ioattn/api.h"\n'
         + f'#include "{lib["tile_header"]}"\n\n'
+        + "".join(long_q_checks)
         + embed_fatbins(fatbins)
         + "\nnamespace ioattn {\nnamespace {\n"
         + f"LazyKernel handles[{len(fatbins)}];\n"

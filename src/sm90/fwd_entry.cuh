@@ -19,8 +19,6 @@ struct FwdKernelFor {
   using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod, kLongQ>;
   using type = FwdKernel<Mainloop, EpilogueFwd<Mainloop>, PersistentTileScheduler<kWindow>>;
 
-  static_assert(!kLongQ || fwd_has_long_variant(kHeadDim, kWindow),
-                "a long_q kernel whose config is the default one: see cmake/gen_kernels.py");
   static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow, kLongQ);
   static_assert(type::kNThreads == fwd_num_threads(kHeadDim, kWindow, kLongQ),
                 "host and kernel disagree: threads");

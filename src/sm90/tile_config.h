@@ -32,9 +32,9 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
 }
 
 // The kernel table has a second, long_q kernel where its config differs (the list in
-// cmake/gen_kernels.py; FwdKernelFor checks it against this), and the host runs it from this
-// seqlen_q on (the maximum seqlen_q for varlen). Measured on an H100, hd64 causal bf16: the
-// 192-row tile is 11-13% slower at 512 and 1k, 4% faster at 2k and 9-15% at 4k-16k.
+// cmake/gen_kernels.py; the generated table checks it against this), and the host runs it
+// from this seqlen_q on (the maximum seqlen_q for varlen). Measured on an H100, hd64 causal
+// bf16: the 192-row tile is 11-13% slower at 512 and 1k, 4% faster at 2k and 9-15% at 4k-16k.
 constexpr int kFwdLongSeqlenQ = 2048;
 
 IOATTN_HOST_DEVICE constexpr bool fwd_has_long_variant(int head_dim, bool window) {
