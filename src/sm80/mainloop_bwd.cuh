@@ -13,6 +13,12 @@
 // of their GEMMs already in the A-operand layout of dV and dK: only dS crosses warps, because
 // dQ reduces over the keys that different warps own. dK and dV stay in fp32 registers for the
 // whole loop (the GQA reduction over query heads happens there, deterministically).
+//
+// Where the head dim is split over kWarpsD > 1 warps per key group (dK/dV would not fit one
+// warp's registers), those warps split the queries of S^T and dP^T instead of each computing
+// all of them: each computes P^T and dS^T for its 1/kWarpsD of the query block, and the
+// halves meet in shared memory (P^T in a second keys x queries tile) before dV and dK. That is
+// 5 GEMMs' worth of mma per warp instead of 7 at kWarpsD = 2.
 #pragma once
 
 #include "common/mask.cuh"
@@ -43,11 +49,15 @@ struct MainloopBwd {
   static constexpr int kNWarps = kWarpsN * kWarpsD;
   static constexpr int kNThreads = 32 * kNWarps;
   static constexpr int kMinBlocksPerSM = kCfg.min_blocks_per_sm;
-  static constexpr int kNT = kBlockM / 8;    // n8 tiles of a warp's S^T rows (query columns)
-  static constexpr int kKT = kHeadDim / 16;  // k16 steps of S^T = K Q^T and dP^T = V dO^T
-  static constexpr int kMK = kBlockM / 16;   // k16 steps of dV += P^T dO and dK += dS^T Q
-  static constexpr int kNK = kBlockN / 16;   // k16 steps of dQ = dS K
+  static constexpr bool kSplitQueries = kWarpsD > 1;   // see the top of this file
+  static constexpr int kQueriesW = kBlockM / kWarpsD;  // queries of a warp's S^T and dP^T
+  static constexpr int kNT = kQueriesW / 8;    // n8 tiles of a warp's S^T rows (query columns)
+  static constexpr int kMKW = kQueriesW / 16;  // k16 steps of those queries
+  static constexpr int kKT = kHeadDim / 16;    // k16 steps of S^T = K Q^T and dP^T = V dO^T
+  static constexpr int kMK = kBlockM / 16;     // k16 steps of dV += P^T dO and dK += dS^T Q
+  static constexpr int kNK = kBlockN / 16;     // k16 steps of dQ = dS K
   static_assert(kBlockN == 16 * kWarpsN, "one warp per 16 keys");
+  static_assert(kQueriesW % 16 == 0, "a warp's queries must make whole k16 steps");
   static_assert(kNThreads >= 2 * kBlockM, "LSE and D of a query block: one thread per value");
 
   using TileKV = SmemTile<kBlockN, kHeadDim>;
@@ -71,12 +81,14 @@ struct MainloopBwd {
   using DealtDQ = typename TileKV::template DealtOffsets<kWaysDQ>;
   static constexpr int kPairsDQ = DealtDQ::kPairs;
 
+  static constexpr int kDS = 0;  // dS^T
+  static constexpr int kPT = 1;  // P^T, where the queries are split
   struct SharedStorage {
     Element k[TileKV::kElems];  // also stages dK in the epilogue
     Element v[TileKV::kElems];  // also stages dV
     Element q[2][TileQ::kElems];
     Element dout[2][TileQ::kElems];
-    Element ds[TileDS::kElems];
+    Element kq[kSplitQueries ? 2 : 1][TileDS::kElems];  // keys x queries: [kDS], [kPT]
     float lse_log2[2][kBlockM];  // LSE * log2(e); +inf for rows that must get P = 0
     float dsum[2][kBlockM];      // D = rowsum(dO o O); 0 past the sequence
   };
@@ -87,15 +99,18 @@ struct MainloopBwd {
 
   // Per-lane ldmatrix offsets (see SmemTile::lane_offsets): the A operand K/V and the B
   // operand Q/dO of S^T and dP^T, the transposed B operand Q/dO of dK and dV, the transposed
-  // B operand K of dQ, and the transposed A operand dS of dQ (one fixed 16-column block).
+  // B operand K of dQ, the transposed A operand dS of dQ (one fixed 16-column block), and the
+  // A operand P^T / dS^T of dV / dK where the queries are split.
   struct LaneAddressing {
     typename TileKV::LaneOffsets kv_a;
+    typename TileDS::LaneOffsets kq_a;
     typename TileQ::LaneOffsets q_b;
     DealtKV q_bt;
     DealtDQ k_bt;
     int ds_at[kDQMTiles];  // per m16 tile of the warp's dQ rows
     __device__ LaneAddressing(int lane, int way_kv, int way_dq, int dq_row_group)
         : kv_a(TileKV::lane_offsets(lane % 16, lane / 16)),
+          kq_a(TileDS::lane_offsets(lane % 16, lane / 16)),
           q_b(TileQ::lane_offsets(lane % 8 + (lane / 16) * 8, (lane / 8) % 2)),
           q_bt(TileQ::template dealt_offsets<kWarpsD>(lane % 16, lane / 16, way_kv)),
           k_bt(TileKV::template dealt_offsets<kWaysDQ>(lane % 16, lane / 16, way_dq)) {
@@ -107,8 +122,8 @@ struct MainloopBwd {
     }
   };
 
-  // acc (MMA_M = 16 keys, MMA_N = kBlockM/8, 4) = A (this warp's 16 rows of K or V) .
-  // B^T (B = a Q or dO tile, kBlockM x kHeadDim)
+  // acc (MMA_M = 16 keys, MMA_N = kQueriesW/8, 4) = A (this warp's 16 rows of K or V) .
+  // B^T (B = this warp's kQueriesW rows of a Q or dO tile, x kHeadDim)
   __device__ __forceinline__ static void gemm_keys_queries(float (&acc)[kNT][4], const Element *sA,
                                                            const Element *sB,
                                                            const LaneAddressing &la) {
@@ -130,17 +145,42 @@ struct MainloopBwd {
     }
   }
 
-  // A fragments (MMA_K = kBlockM/16, 4) of a (16 keys x kBlockM queries) fp32 accumulator:
-  // two adjacent n8 tiles are exactly one m16k16 A fragment.
-  using KeyFrag = uint32_t[kMK][4];
-  __device__ __forceinline__ static void pack_a(KeyFrag &a, const float (&x)[kNT][4]) {
+  // A fragments (MMA_K = kQueriesW/16, 4) of a (16 keys x kQueriesW queries) fp32
+  // accumulator: two adjacent n8 tiles are exactly one m16k16 A fragment.
+  using WarpKeyFrag = uint32_t[kMKW][4];
+  using KeyFrag = uint32_t[kMK][4];  // (MMA_K = kBlockM/16, 4): all queries of the block
+  __device__ __forceinline__ static void pack_a(WarpKeyFrag &a, const float (&x)[kNT][4]) {
 #pragma unroll
-    for (int j = 0; j < kMK; ++j) {
+    for (int j = 0; j < kMKW; ++j) {
       a[j][0] = pack2<Element>(x[2 * j][0], x[2 * j][1]);
       a[j][1] = pack2<Element>(x[2 * j][2], x[2 * j][3]);
       a[j][2] = pack2<Element>(x[2 * j + 1][0], x[2 * j + 1][1]);
       a[j][3] = pack2<Element>(x[2 * j + 1][2], x[2 * j + 1][3]);
     }
+  }
+
+  // A fragments of a (16 keys x kQueriesW queries) slice to a keys x queries tile: rows
+  // [16 wn, +16), query chunks from chunk0 on.
+  __device__ __forceinline__ static void store_a(Element *tile, const WarpKeyFrag &a, int wn,
+                                                 int chunk0, int lane) {
+#pragma unroll
+    for (int j = 0; j < kMKW; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+          const int row = wn * 16 + lane / 4 + 8 * h;
+          *reinterpret_cast<uint32_t *>(tile + TileDS::offset(row, chunk0 + 2 * j + t) +
+                                        2 * (lane % 4)) = a[j][2 * t + h];
+        }
+  }
+
+  // All A fragments of this warp's 16 key rows (sA: row 0 of them) of a keys x queries tile.
+  __device__ __forceinline__ static void load_a(KeyFrag &a, const Element *sA,
+                                                const LaneAddressing &la) {
+#pragma unroll
+    for (int j = 0; j < kMK; ++j)
+      ldmatrix_x4(a[j], smem_addr(sA + TileDS::offset(la.kq_a, 0, 2 * j)));
   }
 
   // acc (this warp's 16 keys x its dealt columns) += A (16 keys x kBlockM) . B (a Q or dO
@@ -284,15 +324,17 @@ struct MainloopBwd {
 
       const Element *sQ = smem.q[stage];
       const Element *sDO = smem.dout[stage];
-      float acc_s[kNT][4];   // (MMA_M = 16 keys, MMA_N = kBlockM/8, 4): S^T, then P^T
+      // This warp's queries of S^T and dP^T: [q0, q0 + kQueriesW) of the block.
+      const int q0 = wd * kQueriesW;
+      float acc_s[kNT][4];   // (MMA_M = 16 keys, MMA_N = kQueriesW/8, 4): S^T, then P^T
       float acc_dp[kNT][4];  // dP^T, then dS^T
-      gemm_keys_queries(acc_s, opaque(sK_warp), opaque(sQ), la);
-      gemm_keys_queries(acc_dp, opaque(sV_warp), opaque(sDO), la);
+      gemm_keys_queries(acc_s, opaque(sK_warp), opaque(sQ + q0 * TileQ::kSubCols), la);
+      gemm_keys_queries(acc_dp, opaque(sV_warp), opaque(sDO + q0 * TileQ::kSubCols), la);
 
       // Score mod, and dP^T - D with the softcap's chain rule folded in (dS^T = P^T o that),
       // so that no third (keys x queries) array is ever live.
-      const float *s_lse = smem.lse_log2[stage];
-      const float *s_dsum = smem.dsum[stage];
+      const float *s_lse = smem.lse_log2[stage] + q0;
+      const float *s_dsum = smem.dsum[stage] + q0;
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
         const float2 d = *reinterpret_cast<const float2 *>(s_dsum + nt * 8 + 2 * (lane % 4));
@@ -308,7 +350,7 @@ struct MainloopBwd {
       const int n0 = n_begin + wn * 16;
       if (mask.template block_needs_mask<kBlockN>(n_begin / kBlockN, blk.m_begin,
                                                   blk.m_begin + kBlockM)) {
-        apply_mask(acc_s, mask, blk.m_begin, n0, lane);
+        apply_mask(acc_s, mask, blk.m_begin + q0, n0, lane);
       }
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
@@ -321,28 +363,29 @@ struct MainloopBwd {
           acc_dp[nt][i] *= p_t;  // dS^T
         }
       }
-      KeyFrag a_p, a_ds;
+      WarpKeyFrag a_p, a_ds;
       pack_a(a_p, acc_s);
       pack_a(a_ds, acc_dp);
-
-      // dS^T to shared memory for dQ (the kWarpsD warps of a key group hold the same values).
-      if (wd == 0) {
-#pragma unroll
-        for (int j = 0; j < kMK; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int t = 0; t < 2; ++t) {
-              const int row = wn * 16 + lane / 4 + 8 * h;
-              *reinterpret_cast<uint32_t *>(smem.ds + TileDS::offset(row, 2 * j + t) +
-                                            2 * (lane % 4)) = a_ds[j][2 * t + h];
-            }
-      }
-      gemm_keys_dims(acc_dv, a_p, opaque(sDO), la);  // dV += P^T dO
-      gemm_keys_dims(acc_dk, a_ds, opaque(sQ), la);  // dK += dS^T Q
       if (it + 1 < n_iters) write_row_stat(1 - stage, next_stat);
-      // Barrier: dS^T, written by every key group, is visible to all warps.
-      __syncthreads();
+      // dS^T to shared memory for dQ (and P^T, where the queries are split, for dV).
+      store_a(smem.kq[kDS], a_ds, wn, 2 * kMKW * wd, lane);
+      if constexpr (kSplitQueries) {
+        store_a(smem.kq[kPT], a_p, wn, 2 * kMKW * wd, lane);
+        // Barrier: P^T and dS^T, whose query slices come from different warps, are complete
+        // for dV, dK and dQ alike.
+        __syncthreads();
+        const int key_rows = wn * 16 * TileDS::kSubCols;
+        KeyFrag a;
+        load_a(a, opaque(smem.kq[kPT] + key_rows), la);
+        gemm_keys_dims(acc_dv, a, opaque(sDO), la);  // dV += P^T dO
+        load_a(a, opaque(smem.kq[kDS] + key_rows), la);
+        gemm_keys_dims(acc_dk, a, opaque(sQ), la);  // dK += dS^T Q
+      } else {
+        gemm_keys_dims(acc_dv, a_p, opaque(sDO), la);  // dV += P^T dO
+        gemm_keys_dims(acc_dk, a_ds, opaque(sQ), la);  // dK += dS^T Q
+        // Barrier: dS^T, written by every key group, is visible to all warps.
+        __syncthreads();
+      }
       gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane, dq_accum);
     }
   }
@@ -371,7 +414,8 @@ struct MainloopBwd {
       uint32_t a[kDQMTiles][4];  // dS (16 queries x 16 keys) per m16 tile, out of dS^T
 #pragma unroll
       for (int mt = 0; mt < kDQMTiles; ++mt) {
-        ldmatrix_x4_trans(a[mt], smem_addr(smem.ds + la.ds_at[mt] + kk * 16 * TileDS::kSubCols));
+        ldmatrix_x4_trans(a[mt],
+                          smem_addr(smem.kq[kDS] + la.ds_at[mt] + kk * 16 * TileDS::kSubCols));
       }
 #pragma unroll
       for (int pr = 0; pr < kPairsDQ; ++pr) {
@@ -384,24 +428,47 @@ struct MainloopBwd {
         }
       }
     }
-    float *dq = dq_accum + seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
-                                             p.acc_head_stride);
+    // This lane's first dQ element: row 16 kDQMTiles dq_rows + lane/4 of the block, column
+    // dealt_col(0, dq_way) + 2 (lane % 4); the others are (16 mt + 8 h) rows and
+    // dealt_col(pr, 0) + 8 t columns further (dealt_col is linear in the way). The 64-bit row
+    // offsets are formed once here, so that every atomic is a base register plus a constant.
+    const int row0 = (kDQMTiles * dq_rows) * 16 + lane / 4;
+    const int col0 = TileKV::template dealt_col<kWaysDQ>(0, dq_way) + 2 * (lane % 4);
+    float *dq = dq_accum +
+                seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
+                                  p.acc_head_stride) +
+                int64_t(blk.m_begin + row0) * p.acc_row_stride + col0;
+    const int rows_left = seq.seqlen_q - blk.m_begin - row0;  // rows of this lane in bounds
+    const int cols_left = p.head_dim - col0;                  // columns of this lane in bounds
+    // Bounds checks only where the block overhangs the sequence or the kernel's head dim pads
+    // the caller's (warp-uniform).
+    if (blk.m_begin + kBlockM <= seq.seqlen_q && p.head_dim == kHeadDim) {
+      add_dq<false>(acc, dq, p.acc_row_stride, rows_left, cols_left);
+    } else {
+      add_dq<true>(acc, dq, p.acc_row_stride, rows_left, cols_left);
+    }
+  }
+
+  template <bool kCheck>
+  __device__ __forceinline__ static void add_dq(const float (&acc)[kDQMTiles][kPairsDQ][2][4],
+                                                float *dq, int64_t row_stride, int rows_left,
+                                                int cols_left) {
 #pragma unroll
     for (int mt = 0; mt < kDQMTiles; ++mt)
 #pragma unroll
-      for (int pr = 0; pr < kPairsDQ; ++pr)
+      for (int h = 0; h < 2; ++h) {
+        const int r = 16 * mt + 8 * h;
+        float *row = dq + r * row_stride;
 #pragma unroll
-        for (int t = 0; t < 2; ++t)
+        for (int pr = 0; pr < kPairsDQ; ++pr)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = blk.m_begin + (kDQMTiles * dq_rows + mt) * 16 + lane / 4 + 8 * h;
-            const int col =
-                TileKV::template dealt_col<kWaysDQ>(pr, dq_way) + 8 * t + 2 * (lane % 4);
-            if (row < seq.seqlen_q && col < p.head_dim) {
-              atomic_add2(dq + int64_t(row) * p.acc_row_stride + col, acc[mt][pr][t][2 * h],
-                          acc[mt][pr][t][2 * h + 1]);
+          for (int t = 0; t < 2; ++t) {
+            const int c = TileKV::template dealt_col<kWaysDQ>(pr, 0) + 8 * t;
+            if (!kCheck || (r < rows_left && c < cols_left)) {
+              atomic_add2(row + c, acc[mt][pr][t][2 * h], acc[mt][pr][t][2 * h + 1]);
             }
           }
+      }
   }
 };
 

@@ -65,13 +65,14 @@ IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
 // query blocks (block_m rows each, Q/dO double-buffered) of every query head of its group. Warp
 // (wn, wd) owns keys [16 wn, 16 wn + 16): it computes their rows of S^T and dP^T for the whole
 // query block, and accumulates dK and dV for its share of the head dim (warps_d > 1 splits the
-// head dim when 2 * head_dim fp32 accumulators per 16 keys would not fit in registers; each of
-// those warps then recomputes the same S^T and dP^T).
+// head dim when 2 * head_dim fp32 accumulators per 16 keys would not fit in registers; those
+// warps then split the query block's S^T and dP^T between them and swap P^T and dS^T through
+// shared memory).
 //
 //  hdim    N    M  warps (n x d)  smem (KB)
 //  <=128  128   64     8 x 1      <= 145
-//    192   64   64     4 x 2         153
-//    256   64   64     4 x 2         201
+//    192   64   64     4 x 2         161
+//    256   64   64     4 x 2         209
 struct BwdTileConfig {
   int block_n;
   int block_m;
@@ -97,12 +98,13 @@ IOATTN_HOST_DEVICE constexpr int bwd_num_threads(int head_dim, bool window) {
 }
 
 // Dynamic shared memory of the backward kernel: K and V (block_n rows), two stages of Q and dO
-// (block_m rows), dS^T (block_n x block_m, 16-bit) and two stages of the fp32 LSE and
-// rowsum(dO * O) of a query block.
+// (block_m rows), dS^T (block_n x block_m, 16-bit; and P^T where warps_d > 1 splits the
+// queries, see sm80/mainloop_bwd.cuh) and two stages of the fp32 LSE and rowsum(dO * O) of a
+// query block.
 IOATTN_HOST_DEVICE constexpr int bwd_smem_bytes(int head_dim, bool window) {
   const BwdTileConfig c = bwd_tile_config(head_dim, window);
-  return (2 * c.block_n + 4 * c.block_m) * head_dim * 2 + c.block_n * c.block_m * 2 +
-         4 * c.block_m * 4;
+  return (2 * c.block_n + 4 * c.block_m) * head_dim * 2 +
+         (c.warps_d > 1 ? 2 : 1) * c.block_n * c.block_m * 2 + 4 * c.block_m * 4;
 }
 
 // Block size of the backward's preprocess and postprocess kernels (sm80/bwd_aux.cuh).
