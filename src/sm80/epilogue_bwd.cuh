@@ -14,26 +14,30 @@ struct EpilogueBwd {
   using TileKV = typename Mainloop::TileKV;
   using SharedStorage = typename Mainloop::SharedStorage;
   static constexpr int kPairs = Mainloop::kPairs;
+  static constexpr int kMT = Mainloop::kMT;
+  static constexpr int kWarpKeys = Mainloop::kWarpKeys;
   static constexpr int kWarpsN = Mainloop::kWarpsN;
   static constexpr int kWarpsD = Mainloop::kWarpsD;
   static constexpr int kBlockN = Mainloop::kBlockN;
   static constexpr int kNThreads = Mainloop::kNThreads;
   static constexpr int kChunksPerRow = TileKV::kChunksPerRow;
 
-  // Stages a warp's (16 keys x dealt columns) accumulator into a K/V-shaped tile.
-  __device__ __forceinline__ static void stage(Element *tile, const float (&acc)[kPairs][2][4],
+  // Stages a warp's (kWarpKeys keys x dealt columns) accumulator into a K/V-shaped tile.
+  __device__ __forceinline__ static void stage(Element *tile, const float (&acc)[kMT][kPairs][2][4],
                                                float scale, int wn, int wd, int lane) {
 #pragma unroll
-    for (int pr = 0; pr < kPairs; ++pr)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int pr = 0; pr < kPairs; ++pr)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = wn * 16 + lane / 4 + 8 * h;
-          const int chunk = TileKV::template dealt_col<kWarpsD>(pr, wd) / 8 + t;
-          *reinterpret_cast<uint32_t *>(tile + TileKV::offset(row, chunk) + 2 * (lane % 4)) =
-              pack2<Element>(acc[pr][t][2 * h] * scale, acc[pr][t][2 * h + 1] * scale);
-        }
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int row = wn * kWarpKeys + 16 * mt + lane / 4 + 8 * h;
+            const int chunk = TileKV::template dealt_col<kWarpsD>(pr, wd) / 8 + t;
+            *reinterpret_cast<uint32_t *>(tile + TileKV::offset(row, chunk) + 2 * (lane % 4)) =
+                pack2<Element>(acc[mt][pr][t][2 * h] * scale, acc[mt][pr][t][2 * h + 1] * scale);
+          }
   }
 
   // Rows [0, rows_valid) and chunks [0, chunks_valid) of a staged tile to dst (row 0 of the

@@ -2,23 +2,20 @@
 // head, keeps K and V in shared memory, and walks every query block that sees those keys, for
 // every query head of the GQA group. Per query block (Q, dO double-buffered with cp.async):
 //
-//   S^T  = K Q^T,  dP^T = V dO^T                 (keys x queries, one warp per 16 keys)
+//   S^T  = K Q^T,  dP^T = V dO^T                 (keys x queries)
 //   P^T  = exp2(S^T * c - LSE * log2 e)          (recomputed from the forward's LSE)
-//   dV  += P^T dO                                (P^T never leaves registers)
+//   dV  += P^T dO
 //   dS^T = P^T o (dP^T - D) [o (1 - tanh^2)]     (D = rowsum(dO o O), from the preprocess)
-//   dK  += dS^T Q                                (dS^T never leaves registers either)
-//   dQ  += dS K                                  (dS^T through shared memory, fp32 atomics)
+//   dK  += dS^T Q
+//   dQ  += dS K                                  (fp32 atomics)
 //
-// Computing the transposed scores puts keys on the mma M dimension, so P^T and dS^T come out
-// of their GEMMs already in the A-operand layout of dV and dK: only dS crosses warps, because
-// dQ reduces over the keys that different warps own. dK and dV stay in fp32 registers for the
-// whole loop (the GQA reduction over query heads happens there, deterministically).
-//
-// Where the head dim is split over kWarpsD > 1 warps per key group (dK/dV would not fit one
-// warp's registers), those warps split the queries of S^T and dP^T instead of each computing
-// all of them: each computes P^T and dS^T for its 1/kWarpsD of the query block, and the
-// halves meet in shared memory (P^T in a second keys x queries tile) before dV and dK. That is
-// 5 GEMMs' worth of mma per warp instead of 7 at kWarpsD = 2.
+// Warps: kWarpsN key groups of kWarpKeys = 16 kMT keys, kWarpsD warps per group. Computing
+// the transposed scores puts keys on the mma M dimension, so P^T and dS^T come out of their
+// GEMMs in the A-operand layout of dV and dK. The kWarpsD warps of a group split the queries
+// of S^T and dP^T and the head dim of dK and dV (2 head_dim fp32 accumulators per key would
+// not fit one warp's registers): their P^T and dS^T slices meet in shared memory, where dQ
+// reads dS^T as well. dK and dV stay in fp32 registers for the whole loop (the GQA reduction
+// over query heads happens there, deterministically).
 #pragma once
 
 #include "common/mask.cuh"
@@ -46,17 +43,18 @@ struct MainloopBwd {
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kWarpsN = kCfg.warps_n;
   static constexpr int kWarpsD = kCfg.warps_d;
+  static constexpr int kMT = kCfg.key_tiles;  // m16 tiles of keys per key group
+  static constexpr int kWarpKeys = 16 * kMT;
   static constexpr int kNWarps = kWarpsN * kWarpsD;
   static constexpr int kNThreads = 32 * kNWarps;
   static constexpr int kMinBlocksPerSM = kCfg.min_blocks_per_sm;
-  static constexpr bool kSplitQueries = kWarpsD > 1;   // see the top of this file
   static constexpr int kQueriesW = kBlockM / kWarpsD;  // queries of a warp's S^T and dP^T
   static constexpr int kNT = kQueriesW / 8;    // n8 tiles of a warp's S^T rows (query columns)
   static constexpr int kMKW = kQueriesW / 16;  // k16 steps of those queries
   static constexpr int kKT = kHeadDim / 16;    // k16 steps of S^T = K Q^T and dP^T = V dO^T
   static constexpr int kMK = kBlockM / 16;     // k16 steps of dV += P^T dO and dK += dS^T Q
   static constexpr int kNK = kBlockN / 16;     // k16 steps of dQ = dS K
-  static_assert(kBlockN == 16 * kWarpsN, "one warp per 16 keys");
+  static_assert(kBlockN == kWarpKeys * kWarpsN, "kWarpsN key groups of 16 kMT keys");
   static_assert(kQueriesW % 16 == 0, "a warp's queries must make whole k16 steps");
   static_assert(kNThreads >= 2 * kBlockM, "LSE and D of a query block: one thread per value");
 
@@ -82,20 +80,21 @@ struct MainloopBwd {
   static constexpr int kPairsDQ = DealtDQ::kPairs;
 
   static constexpr int kDS = 0;  // dS^T
-  static constexpr int kPT = 1;  // P^T, where the queries are split
+  static constexpr int kPT = 1;  // P^T
   struct SharedStorage {
     Element k[TileKV::kElems];  // also stages dK in the epilogue
     Element v[TileKV::kElems];  // also stages dV
     Element q[2][TileQ::kElems];
     Element dout[2][TileQ::kElems];
-    Element kq[kSplitQueries ? 2 : 1][TileDS::kElems];  // keys x queries: [kDS], [kPT]
-    float lse_log2[2][kBlockM];  // LSE * log2(e); +inf for rows that must get P = 0
-    float dsum[2][kBlockM];      // D = rowsum(dO o O); 0 past the sequence
+    Element kq[2][TileDS::kElems];  // keys x queries: [kDS], [kPT]
+    float lse_log2[2][kBlockM];     // LSE * log2(e); +inf for rows that must get P = 0
+    float dsum[2][kBlockM];         // D = rowsum(dO o O); 0 past the sequence
   };
   static_assert(sizeof(SharedStorage) == bwd_smem_bytes(kHeadDim, Mask::kIsWindow));
 
-  float acc_dk[kPairs][2][4];  // (pairs, 2 n8 tiles, 4): this warp's keys x its dK columns
-  float acc_dv[kPairs][2][4];
+  // (MMA_M = kMT key tiles, pairs, 2 n8 tiles, 4): this warp's keys x its dK columns
+  float acc_dk[kMT][kPairs][2][4];
+  float acc_dv[kMT][kPairs][2][4];
 
   // Per-lane ldmatrix offsets (see SmemTile::lane_offsets): the A operand K/V and the B
   // operand Q/dO of S^T and dP^T, the transposed B operand Q/dO of dK and dV, the transposed
@@ -122,70 +121,87 @@ struct MainloopBwd {
     }
   };
 
-  // acc (MMA_M = 16 keys, MMA_N = kQueriesW/8, 4) = A (this warp's 16 rows of K or V) .
-  // B^T (B = this warp's kQueriesW rows of a Q or dO tile, x kHeadDim)
-  __device__ __forceinline__ static void gemm_keys_queries(float (&acc)[kNT][4], const Element *sA,
+  // (MMA_M = kMT key tiles, MMA_N = kQueriesW/8, 4): a warp's keys x queries accumulator
+  using KeyQueryAcc = float[kMT][kNT][4];
+
+  // acc = A (this warp's kWarpKeys rows of K or V) . B^T (B = this warp's kQueriesW rows of a
+  // Q or dO tile, x kHeadDim)
+  __device__ __forceinline__ static void gemm_keys_queries(KeyQueryAcc &acc, const Element *sA,
                                                            const Element *sB,
                                                            const LaneAddressing &la) {
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[nt][i] = 0.f;
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, smem_addr(sA + TileKV::offset(la.kv_a, 0, 2 * kk)));
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        ldmatrix_x4(a[mt], smem_addr(sA + TileKV::offset(la.kv_a, 16 * mt, 2 * kk)));
+      }
 #pragma unroll
       for (int nt2 = 0; nt2 < kNT / 2; ++nt2) {
         uint32_t b[4];  // (b0, b1) of query n-tiles 2*nt2 and 2*nt2+1
         ldmatrix_x4(b, smem_addr(sB + TileQ::offset(la.q_b, nt2 * 16, 2 * kk)));
-        mma_16816<Element>(acc[2 * nt2], a, b[0], b[1]);
-        mma_16816<Element>(acc[2 * nt2 + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<Element>(acc[mt][2 * nt2], a[mt], b[0], b[1]);
+          mma_16816<Element>(acc[mt][2 * nt2 + 1], a[mt], b[2], b[3]);
+        }
       }
     }
   }
 
-  // A fragments (MMA_K = kQueriesW/16, 4) of a (16 keys x kQueriesW queries) fp32
+  // A fragments (MMA_M = kMT key tiles, MMA_K = kQueriesW/16, 4) of a warp's keys x queries
   // accumulator: two adjacent n8 tiles are exactly one m16k16 A fragment.
-  using WarpKeyFrag = uint32_t[kMKW][4];
-  using KeyFrag = uint32_t[kMK][4];  // (MMA_K = kBlockM/16, 4): all queries of the block
-  __device__ __forceinline__ static void pack_a(WarpKeyFrag &a, const float (&x)[kNT][4]) {
+  using WarpKeyFrag = uint32_t[kMT][kMKW][4];
+  using KeyFrag = uint32_t[kMT][kMK][4];  // (kMT, MMA_K = kBlockM/16, 4): all the queries
+  __device__ __forceinline__ static void pack_a(WarpKeyFrag &a, const KeyQueryAcc &x) {
 #pragma unroll
-    for (int j = 0; j < kMKW; ++j) {
-      a[j][0] = pack2<Element>(x[2 * j][0], x[2 * j][1]);
-      a[j][1] = pack2<Element>(x[2 * j][2], x[2 * j][3]);
-      a[j][2] = pack2<Element>(x[2 * j + 1][0], x[2 * j + 1][1]);
-      a[j][3] = pack2<Element>(x[2 * j + 1][2], x[2 * j + 1][3]);
-    }
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int j = 0; j < kMKW; ++j) {
+        a[mt][j][0] = pack2<Element>(x[mt][2 * j][0], x[mt][2 * j][1]);
+        a[mt][j][1] = pack2<Element>(x[mt][2 * j][2], x[mt][2 * j][3]);
+        a[mt][j][2] = pack2<Element>(x[mt][2 * j + 1][0], x[mt][2 * j + 1][1]);
+        a[mt][j][3] = pack2<Element>(x[mt][2 * j + 1][2], x[mt][2 * j + 1][3]);
+      }
   }
 
-  // A fragments of a (16 keys x kQueriesW queries) slice to a keys x queries tile: rows
-  // [16 wn, +16), query chunks from chunk0 on.
+  // A fragments of a warp's (kWarpKeys x kQueriesW) slice to a keys x queries tile: rows
+  // [kWarpKeys wn, +kWarpKeys), query chunks from chunk0 on.
   __device__ __forceinline__ static void store_a(Element *tile, const WarpKeyFrag &a, int wn,
                                                  int chunk0, int lane) {
 #pragma unroll
-    for (int j = 0; j < kMKW; ++j)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < kMKW; ++j)
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-          const int row = wn * 16 + lane / 4 + 8 * h;
-          *reinterpret_cast<uint32_t *>(tile + TileDS::offset(row, chunk0 + 2 * j + t) +
-                                        2 * (lane % 4)) = a[j][2 * t + h];
-        }
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            const int row = wn * kWarpKeys + 16 * mt + lane / 4 + 8 * h;
+            *reinterpret_cast<uint32_t *>(tile + TileDS::offset(row, chunk0 + 2 * j + t) +
+                                          2 * (lane % 4)) = a[mt][j][2 * t + h];
+          }
   }
 
-  // All A fragments of this warp's 16 key rows (sA: row 0 of them) of a keys x queries tile.
+  // All A fragments of this warp's key rows (sA: the first of them) of a keys x queries tile.
   __device__ __forceinline__ static void load_a(KeyFrag &a, const Element *sA,
                                                 const LaneAddressing &la) {
 #pragma unroll
-    for (int j = 0; j < kMK; ++j)
-      ldmatrix_x4(a[j], smem_addr(sA + TileDS::offset(la.kq_a, 0, 2 * j)));
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int j = 0; j < kMK; ++j)
+        ldmatrix_x4(a[mt][j], smem_addr(sA + TileDS::offset(la.kq_a, 16 * mt, 2 * j)));
   }
 
-  // acc (this warp's 16 keys x its dealt columns) += A (16 keys x kBlockM) . B (a Q or dO
+  // acc (this warp's keys x its dealt columns) += A (kWarpKeys keys x kBlockM) . B (a Q or dO
   // tile, kBlockM x kHeadDim)
-  __device__ __forceinline__ static void gemm_keys_dims(float (&acc)[kPairs][2][4],
+  __device__ __forceinline__ static void gemm_keys_dims(float (&acc)[kMT][kPairs][2][4],
                                                         const KeyFrag &a, const Element *sB,
                                                         const LaneAddressing &la) {
 #pragma unroll
@@ -194,26 +210,32 @@ struct MainloopBwd {
       for (int pr = 0; pr < kPairs; ++pr) {
         uint32_t b[4];  // transposed: (b0, b1) of the pair's two n8 column tiles
         ldmatrix_x4_trans(b, smem_addr(sB + TileQ::offset(la.q_bt, j * 16, pr)));
-        mma_16816<Element>(acc[pr][0], a[j], b[0], b[1]);
-        mma_16816<Element>(acc[pr][1], a[j], b[2], b[3]);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<Element>(acc[mt][pr][0], a[mt][j], b[0], b[1]);
+          mma_16816<Element>(acc[mt][pr][1], a[mt][j], b[2], b[3]);
+        }
       }
     }
   }
 
   // Scores of (key, query) pairs the mask hides become -inf. Boundary blocks only. Element
-  // (nt, i) of a lane is key n0 + lane/4 + 8*(i/2), query m_begin + 8*nt + 2*(lane%4) + i%2.
-  __device__ __forceinline__ static void apply_mask(float (&s)[kNT][4], const Mask &mask,
-                                                    int m_begin, int n0, int lane) {
+  // (mt, nt, i) of a lane is key n0 + 16 mt + lane/4 + 8*(i/2), query m_begin + 8*nt +
+  // 2*(lane%4) + i%2.
+  __device__ __forceinline__ static void apply_mask(KeyQueryAcc &s, const Mask &mask, int m_begin,
+                                                    int n0, int lane) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const KeyRange keys = mask.keys_of_row(m_begin + nt * 8 + 2 * (lane % 4) + e);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int key = n0 + lane / 4 + 8 * h;
-          if (key < keys.lo || key >= keys.hi) s[nt][2 * h + e] = neg_inf();
-        }
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int key = n0 + 16 * mt + lane / 4 + 8 * h;
+            if (key < keys.lo || key >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
+          }
       }
     }
   }
@@ -228,22 +250,24 @@ struct MainloopBwd {
     const int tid = threadIdx.x;
     const int warp = tid / 32;
     const int lane = tid % 32;
-    const int wn = warp % kWarpsN;            // key group: keys [16 wn, 16 wn + 16) of the tile
-    const int wd = warp / kWarpsN;            // its share of the dK/dV columns
+    const int wn = warp % kWarpsN;  // key group: keys [kWarpKeys wn, +kWarpKeys) of the tile
+    const int wd = warp / kWarpsN;  // its share of the dK/dV columns
     const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 kDQMTiles dq_rows, +16 kDQMTiles)
     const int dq_way = warp / kDQRowGroups;   // dQ: its share of the columns
     const int chunks_valid = p.head_dim / 8;
     const ScoreMod score_mod(p);
     const LaneAddressing la(lane, wd, dq_way, dq_rows);
-    const Element *sK_warp = smem.k + wn * 16 * TileKV::kSubCols;
-    const Element *sV_warp = smem.v + wn * 16 * TileKV::kSubCols;
+    const Element *sK_warp = smem.k + wn * kWarpKeys * TileKV::kSubCols;
+    const Element *sV_warp = smem.v + wn * kWarpKeys * TileKV::kSubCols;
 
 #pragma unroll
-    for (int pr = 0; pr < kPairs; ++pr)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int pr = 0; pr < kPairs; ++pr)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) acc_dk[pr][t][i] = acc_dv[pr][t][i] = 0.f;
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc_dk[mt][pr][t][i] = acc_dv[mt][pr][t][i] = 0.f;
 
     // Iteration it visits query head head_k * group + it / n_m, query block m_blocks.begin +
     // it % n_m: the query heads of a group share this CTA's K/V, so dK/dV sum over them here.
@@ -326,8 +350,8 @@ struct MainloopBwd {
       const Element *sDO = smem.dout[stage];
       // This warp's queries of S^T and dP^T: [q0, q0 + kQueriesW) of the block.
       const int q0 = wd * kQueriesW;
-      float acc_s[kNT][4];   // (MMA_M = 16 keys, MMA_N = kQueriesW/8, 4): S^T, then P^T
-      float acc_dp[kNT][4];  // dP^T, then dS^T
+      KeyQueryAcc acc_s;   // S^T, then P^T
+      KeyQueryAcc acc_dp;  // dP^T, then dS^T
       gemm_keys_queries(acc_s, opaque(sK_warp), opaque(sQ + q0 * TileQ::kSubCols), la);
       gemm_keys_queries(acc_dp, opaque(sV_warp), opaque(sDO + q0 * TileQ::kSubCols), la);
 
@@ -339,15 +363,17 @@ struct MainloopBwd {
       for (int nt = 0; nt < kNT; ++nt) {
         const float2 d = *reinterpret_cast<const float2 *>(s_dsum + nt * 8 + 2 * (lane % 4));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float t = score_mod(acc_s[nt][i]);
-          float dp = acc_dp[nt][i] - (i % 2 == 0 ? d.x : d.y);
-          if constexpr (kSoftcap) dp *= fmaf(-t, t, 1.f);  // d tanh = 1 - tanh^2
-          acc_dp[nt][i] = dp;
-          acc_s[nt][i] = t;
-        }
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float t = score_mod(acc_s[mt][nt][i]);
+            float dp = acc_dp[mt][nt][i] - (i % 2 == 0 ? d.x : d.y);
+            if constexpr (kSoftcap) dp *= fmaf(-t, t, 1.f);  // d tanh = 1 - tanh^2
+            acc_dp[mt][nt][i] = dp;
+            acc_s[mt][nt][i] = t;
+          }
       }
-      const int n0 = n_begin + wn * 16;
+      const int n0 = n_begin + wn * kWarpKeys;
       if (mask.template block_needs_mask<kBlockN>(n_begin / kBlockN, blk.m_begin,
                                                   blk.m_begin + kBlockM)) {
         apply_mask(acc_s, mask, blk.m_begin + q0, n0, lane);
@@ -356,36 +382,31 @@ struct MainloopBwd {
       for (int nt = 0; nt < kNT; ++nt) {
         const float2 lse = *reinterpret_cast<const float2 *>(s_lse + nt * 8 + 2 * (lane % 4));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float l = i % 2 == 0 ? lse.x : lse.y;
-          const float p_t = exp2_approx(fmaf(acc_s[nt][i], p.score_scale_log2, -l));  // P^T
-          acc_s[nt][i] = p_t;
-          acc_dp[nt][i] *= p_t;  // dS^T
-        }
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float l = i % 2 == 0 ? lse.x : lse.y;
+            const float p_t = exp2_approx(fmaf(acc_s[mt][nt][i], p.score_scale_log2, -l));  // P^T
+            acc_s[mt][nt][i] = p_t;
+            acc_dp[mt][nt][i] *= p_t;  // dS^T
+          }
       }
       WarpKeyFrag a_p, a_ds;
       pack_a(a_p, acc_s);
       pack_a(a_ds, acc_dp);
       if (it + 1 < n_iters) write_row_stat(1 - stage, next_stat);
-      // dS^T to shared memory for dQ (and P^T, where the queries are split, for dV).
+      // This warp's query slices of P^T and dS^T to shared memory.
+      store_a(smem.kq[kPT], a_p, wn, 2 * kMKW * wd, lane);
       store_a(smem.kq[kDS], a_ds, wn, 2 * kMKW * wd, lane);
-      if constexpr (kSplitQueries) {
-        store_a(smem.kq[kPT], a_p, wn, 2 * kMKW * wd, lane);
-        // Barrier: P^T and dS^T, whose query slices come from different warps, are complete
-        // for dV, dK and dQ alike.
-        __syncthreads();
-        const int key_rows = wn * 16 * TileDS::kSubCols;
-        KeyFrag a;
-        load_a(a, opaque(smem.kq[kPT] + key_rows), la);
-        gemm_keys_dims(acc_dv, a, opaque(sDO), la);  // dV += P^T dO
-        load_a(a, opaque(smem.kq[kDS] + key_rows), la);
-        gemm_keys_dims(acc_dk, a, opaque(sQ), la);  // dK += dS^T Q
-      } else {
-        gemm_keys_dims(acc_dv, a_p, opaque(sDO), la);  // dV += P^T dO
-        gemm_keys_dims(acc_dk, a_ds, opaque(sQ), la);  // dK += dS^T Q
-        // Barrier: dS^T, written by every key group, is visible to all warps.
-        __syncthreads();
-      }
+      // Barrier: P^T and dS^T, whose query slices come from different warps, are complete
+      // for dV, dK and dQ alike.
+      __syncthreads();
+      const int key_rows = wn * kWarpKeys * TileDS::kSubCols;
+      KeyFrag a;
+      load_a(a, opaque(smem.kq[kPT] + key_rows), la);
+      gemm_keys_dims(acc_dv, a, opaque(sDO), la);  // dV += P^T dO
+      load_a(a, opaque(smem.kq[kDS] + key_rows), la);
+      gemm_keys_dims(acc_dk, a, opaque(sQ), la);  // dK += dS^T Q
       gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane, dq_accum);
     }
   }

@@ -61,35 +61,48 @@ IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
   return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }
 
-// Backward tile sizes. One CTA owns kBlockN = 16 * warps_n keys of one K/V head and walks the
-// query blocks (block_m rows each, Q/dO double-buffered) of every query head of its group. Warp
-// (wn, wd) owns keys [16 wn, 16 wn + 16): it computes their rows of S^T and dP^T for the whole
-// query block, and accumulates dK and dV for its share of the head dim (warps_d > 1 splits the
-// head dim when 2 * head_dim fp32 accumulators per 16 keys would not fit in registers; those
-// warps then split the query block's S^T and dP^T between them and swap P^T and dS^T through
-// shared memory).
+// Backward tile sizes. One CTA owns block_n keys of one K/V head and walks the query blocks
+// (block_m rows each, Q/dO double-buffered) of every query head of its group. Its warps_n key
+// groups own 16 * key_tiles keys each; the warps_d warps of a key group split the head dim of
+// dK and dV (2 * head_dim fp32 accumulators per key would not fit one warp's registers) and
+// the queries of S^T and dP^T, and swap their slices of P^T and dS^T through shared memory
+// (with warps_d = 1 one warp computes all of them). Two m16 key tiles per warp make every B
+// fragment of S^T, dP^T, dV and dK feed two mma: fewer shared-memory reads per mma, which is what
+// bounds this kernel on an H100 (ncu: LDSM wavefronts track the time; measured +4-7% over one
+// tile).
 //
-//  hdim    N    M  warps (n x d)  smem (KB)
-//  <=128  128   64     8 x 1      <= 145
-//    192   64   64     4 x 2         161
-//    256   64   64     4 x 2         209
+//  hdim    N    M  warps (n x d)  key tiles  smem (KB)
+//    64  128  128     4 x 2           2          162
+//    96  128   64     4 x 2           2          129
+//   128  128   64     4 x 2           2          161
+//   192   64   64     2 x 4           2          161
+//   256   64   64     2 x 4           2          209
 struct BwdTileConfig {
   int block_n;
   int block_m;
   int warps_n;
   int warps_d;
   int min_blocks_per_sm;
+  int key_tiles;  // m16 tiles of keys per key group: block_n = 16 * key_tiles * warps_n
 };
 
 IOATTN_HOST_DEVICE constexpr BwdTileConfig bwd_tile_config(int head_dim, bool /*window*/) {
 #ifdef IOATTN_BWD_TILE_HEAD_DIM
   // Tuning builds only (CMake IOATTN_SM80_BWD_TILE_OVERRIDE).
   if (head_dim == IOATTN_BWD_TILE_HEAD_DIM) {
-    return {IOATTN_BWD_TILE_BLOCK_N, IOATTN_BWD_TILE_BLOCK_M, IOATTN_BWD_TILE_WARPS_N,
-            IOATTN_BWD_TILE_WARPS_D, IOATTN_BWD_TILE_MIN_BLOCKS};
+    return {IOATTN_BWD_TILE_BLOCK_N, IOATTN_BWD_TILE_BLOCK_M,    IOATTN_BWD_TILE_WARPS_N,
+            IOATTN_BWD_TILE_WARPS_D, IOATTN_BWD_TILE_MIN_BLOCKS, IOATTN_BWD_TILE_KEY_TILES};
   }
 #endif
-  return head_dim <= 128 ? BwdTileConfig{128, 64, 8, 1, 1} : BwdTileConfig{64, 64, 4, 2, 1};
+  switch (head_dim) {
+    case 64:
+      return {128, 128, 4, 2, 1, 2};
+    case 96:
+    case 128:
+      return {128, 64, 4, 2, 1, 2};
+    default:  // 192, 256
+      return {64, 64, 2, 4, 1, 2};
+  }
 }
 
 IOATTN_HOST_DEVICE constexpr int bwd_num_threads(int head_dim, bool window) {
@@ -98,13 +111,12 @@ IOATTN_HOST_DEVICE constexpr int bwd_num_threads(int head_dim, bool window) {
 }
 
 // Dynamic shared memory of the backward kernel: K and V (block_n rows), two stages of Q and dO
-// (block_m rows), dS^T (block_n x block_m, 16-bit; and P^T where warps_d > 1 splits the
-// queries, see sm80/mainloop_bwd.cuh) and two stages of the fp32 LSE and rowsum(dO * O) of a
-// query block.
+// (block_m rows), P^T and dS^T (block_n x block_m, 16-bit) and two stages of the fp32 LSE and
+// rowsum(dO * O) of a query block.
 IOATTN_HOST_DEVICE constexpr int bwd_smem_bytes(int head_dim, bool window) {
   const BwdTileConfig c = bwd_tile_config(head_dim, window);
-  return (2 * c.block_n + 4 * c.block_m) * head_dim * 2 +
-         (c.warps_d > 1 ? 2 : 1) * c.block_n * c.block_m * 2 + 4 * c.block_m * 4;
+  return (2 * c.block_n + 4 * c.block_m) * head_dim * 2 + 2 * c.block_n * c.block_m * 2 +
+         4 * c.block_m * 4;
 }
 
 // Block size of the backward's preprocess and postprocess kernels (sm80/bwd_aux.cuh).
