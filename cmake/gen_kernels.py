@@ -28,11 +28,13 @@ MASKS = {"full": "false", "window": "true"}
 
 # What each kernel library needs from the generator, per op: the device header defining its
 # kernels, the kernel template, the params type, and host expressions (of hd, window and long_q)
-# for its launch shape; optionally "long_q", the (head dim, mask) pairs that also get a kernel
+# for its launch shape ("block_q", query rows per tile, where it is not "block"); optionally
+# "long_q", the (head dim, mask) pairs that also get a kernel
 # for long query sequences, with "min_seqlen_q", from which the host prefers it, and
 # "has_long_q", the tile header's word on which pairs have one (the generated table
-# static_asserts that the two agree; the kernel template then takes a fifth, bool argument); per helper: the kernel template (of the element
-# type) and its block size; the host header with the tile functions; the minimum compute
+# static_asserts that the two agree; the kernel template then takes a fifth, bool argument); per
+# helper: the kernel template (of the element type, and of the head dim where "per_head_dim")
+# and its block size; the host header with the tile functions; the minimum compute
 # capability it runs on.
 LIBRARIES: dict[str, dict] = {
     "sm80": {
@@ -50,6 +52,7 @@ LIBRARIES: dict[str, dict] = {
                 "variant": "ioattn::sm80::BwdKernelFor",
                 "params": "ioattn::BwdParams",
                 "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
+                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_m",
                 "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
                 "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {w})",
             },
@@ -59,6 +62,7 @@ LIBRARIES: dict[str, dict] = {
                 "variant": "ioattn::sm80::BwdDeterministicKernelFor",
                 "params": "ioattn::BwdParams",
                 "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
+                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_m",
                 "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
                 "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {w})",
             },
@@ -70,11 +74,13 @@ LIBRARIES: dict[str, dict] = {
                 "params": "ioattn::BwdParams",
                 "threads": "ioattn::sm80::kBwdHelperThreads",
             },
+            # per head dim too: the dq_accum layout it reads is the backward kernel's
             "bwd_post": {
                 "entry_header": "sm80/bwd_aux.cuh",
                 "kernel": "ioattn::sm80::BwdPostprocess",
                 "params": "ioattn::BwdParams",
                 "threads": "ioattn::sm80::kBwdHelperThreads",
+                "per_head_dim": True,
             },
         },
         "tile_header": "sm80/tile_config.h",
@@ -137,12 +143,12 @@ def device_source(op: dict[str, str], targs: str, symbol: str) -> str:
     )
 
 
-def helper_source(helper: dict[str, str], element: str, symbol: str) -> str:
-    """One per-dtype helper kernel (no shared memory, fixed block size)."""
+def helper_source(helper: dict[str, str], targs: str, symbol: str) -> str:
+    """One helper kernel (no shared memory, fixed block size)."""
     return (
         HEADER
         + f'#include "{helper["entry_header"]}"\n\n'
-        + f"using Kernel = {helper['kernel']}<{element}>;\n\n"
+        + f"using Kernel = {helper['kernel']}<{targs}>;\n\n"
         + 'extern "C" __global__ void __launch_bounds__(Kernel::kNThreads)\n'
         + f"    {symbol}(const __grid_constant__ {helper['params']} params) {{\n"
         + "  Kernel::run(params);\n"
@@ -232,13 +238,15 @@ def main() -> None:
                         if "long_q" in op:
                             targs += f", {str(long_q).lower()}"
                         i = add_source(stem, device_source(op, targs, symbol))
-                        shape = {key: op[key].format(hd=hd, w=window, l=str(long_q).lower())
-                                 for key in ("block", "threads", "smem")}  # fmt: skip
+                        shape = {key: op.get(key, op["block"]).format(hd=hd, w=window,
+                                                                      l=str(long_q).lower())
+                                 for key in ("block", "block_q", "threads", "smem")}  # fmt: skip
                         min_seqlen_q = op["min_seqlen_q"] if long_q else "0"
                         tables[op_name].append(
                             f"    {{{DTYPES[dtype]}, {hd}, {window}, {str(softcap).lower()}, "
                             f"{str(long_q).lower()}, {min_seqlen_q},\n"
-                            f"     {shape['block']}, {shape['threads']}, {shape['smem']}, "
+                            f"     {shape['block']}, {shape['block_q']}, {shape['threads']}, "
+                            f"{shape['smem']}, "
                             f'"{symbol}",\n'
                             f"     {{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},"
                         )
@@ -265,14 +273,18 @@ def main() -> None:
     ]
     for helper_name, helper in lib["helpers"].items():
         for dtype in dtypes:
-            stem = f"{helper_name}_{dtype}"
-            symbol = f"ioattn_{args.library}_{stem}"
-            i = add_source(stem, helper_source(helper, ELEMENTS[dtype], symbol))
-            helper_tables[helper_name].append(
-                f'    {{{DTYPES[dtype]}, {helper["threads"]}, "{symbol}", '
-                f"{{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},"
-            )
-            kernels.append({"op": helper_name, "dtype": dtype})
+            for hd in head_dims if helper.get("per_head_dim") else (0,):
+                stem = f"{helper_name}_{dtype}" + (f"_hd{hd}" if hd else "")
+                symbol = f"ioattn_{args.library}_{stem}"
+                targs = ELEMENTS[dtype] + (f", {hd}" if hd else "")
+                i = add_source(stem, helper_source(helper, targs, symbol))
+                helper_tables[helper_name].append(
+                    f'    {{{DTYPES[dtype]}, {hd}, {helper["threads"]}, "{symbol}", '
+                    f"{{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},"
+                )
+                kernels.append(
+                    {"op": helper_name, "dtype": dtype, **({"head_dim": hd} if hd else {})}
+                )
 
     info = {
         "library": args.library,

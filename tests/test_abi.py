@@ -83,7 +83,7 @@ def test_build_info_shape(lib: _abi.Library) -> None:
             "fwd",
             "bwd",
             "bwd_det",
-        }:  # attention variants; the helpers are per dtype
+        }:  # attention variants; the helpers are per dtype (and head dim)
             assert kernel["head_dim"] in COMPILED_HEAD_DIMS, kernel
             assert isinstance(kernel["mask"], str), kernel
             assert isinstance(kernel["softcap"], bool), kernel
@@ -112,9 +112,13 @@ def test_build_info_shape(lib: _abi.Library) -> None:
         return
     assert variants["bwd"] == variants["fwd"], "every forward variant has its backward"
     assert variants["bwd_det"] == variants["fwd"], "... and its deterministic backward"
-    for helper in ("bwd_pre", "bwd_post"):
-        dtypes = {k["dtype"] for k in kernels if k["op"] == helper}
-        assert dtypes == {d for d, *_ in variants["bwd"]}, f"{helper}: one per dtype"
+    pre = [k["dtype"] for k in kernels if k["op"] == "bwd_pre"]
+    assert sorted(pre) == sorted({d for d, *_ in variants["bwd"]}), "bwd_pre: one per dtype"
+    # the postprocess reads the backward kernel's dq_accum layout, which its head dim fixes
+    post = [(k["dtype"], k["head_dim"]) for k in kernels if k["op"] == "bwd_post"]
+    assert sorted(post) == sorted({(d, hd) for d, hd, *_ in variants["bwd"]}), (
+        "bwd_post: one per (dtype, head dim)"
+    )
     assert lib.build_info() == info  # parsed once, cached
 
 

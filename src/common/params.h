@@ -48,11 +48,11 @@ struct FwdParams {
 
 // The backward pass reads everything the forward did (q, k, v, out, lse, masks, score mod)
 // plus dout, and writes dq, dk, dv. Two fp32 workspaces that the caller allocates:
-//   dq_accum (slices, rows_q, num_heads, head_dim): dQ summed over key blocks (atomics), then
-//            summed over slices, scaled and converted into dq by the postprocess kernel. One
-//            slice, or dq_splits of them in deterministic mode (see below). rows_q = batch *
-//            seqlen_q, or total_q for varlen; row r of batch b is b * seqlen_q + s (dense) or the
-//            varlen row.
+//   dq_accum (slices, query-block tiles, num_heads, tile): dQ summed over key blocks (atomics),
+//            then summed over slices, scaled and converted into dq by the postprocess kernel.
+//            One slice, or dq_splits of them in deterministic mode (see below). A tile holds
+//            one query block of one head in the order of the kernel's mma fragments (the
+//            library's layout; sm80/dq_accum.cuh).
 //   dsum     rowsum(dout * out), laid out like lse but packed: (batch, num_heads, seqlen_q), or
 //            (num_heads, total_q) for varlen.
 struct BwdParams : FwdParams {
@@ -67,8 +67,8 @@ struct BwdParams : FwdParams {
   int64_t dq_batch_stride, dq_row_stride, dq_head_stride;
   int64_t dk_batch_stride, dk_row_stride, dk_head_stride;
   int64_t dv_batch_stride, dv_row_stride, dv_head_stride;
-  // Strides of dq_accum (elements) and dsum, in the same (batch, row, head) roles as q's.
-  int64_t acc_batch_stride, acc_row_stride, acc_head_stride;
+  // Strides of dq_accum (elements: query-block tiles, heads) and of dsum (batch, head).
+  int64_t acc_tile_stride, acc_head_stride;
   int64_t dsum_batch_stride, dsum_head_stride;
 
   // Deterministic mode (dq_splits > 0): grid.x = dq_splits * num_heads_k * batch, and CTA

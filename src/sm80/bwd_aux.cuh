@@ -1,9 +1,10 @@
-// The backward's memory-bound helpers, one pair per element type (any head dim):
-//   BwdPreprocess   dsum = rowsum(dO o O) in fp32, per query row and head;
+// The backward's memory-bound helpers:
+//   BwdPreprocess   dsum = rowsum(dO o O) in fp32, per query row and head (per element type;
+//                   it walks the rows of q: row r of rows_q is (b, s) = (r / seqlen_q,
+//                   r % seqlen_q) for a dense batch and the packed row r for varlen);
 //   BwdPostprocess  dq = (sum of the dq_accum slices) * softmax_scale, converted to the
-//                   element type.
-// Both walk the rows of q in the same (batch, row, head) roles: row r of rows_q is
-// (b, s) = (r / seqlen_q, r % seqlen_q) for a dense batch and the packed row r for varlen.
+//                   element type (per element type and head dim: it reads the backward
+//                   kernel's fragment-ordered dq_accum tiles, sm80/dq_accum.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +12,8 @@
 
 #include "common/params.h"
 #include "common/portable.h"
+#include "common/seqlen.cuh"
+#include "sm80/dq_accum.cuh"
 #include "sm80/ptx.cuh"
 #include "sm80/tile_config.h"
 
@@ -90,45 +93,59 @@ struct BwdPreprocess {
   }
 };
 
-template <class Element>
+template <class Element, int kHeadDim>
 struct BwdPostprocess {
   static constexpr int kNThreads = kBwdHelperThreads;
+  using Layout = DqAccumLayout<kHeadDim>;
+  static constexpr int kBlockM = Layout::kBlockM;
 
-  // One thread per 8 elements (a 16-byte chunk of dq): grid.x = ceil(rows_q * num_heads *
-  // head_dim / 8 / kNThreads), chunks fastest, then heads.
+  // The block's rows of dq, converted, in static shared memory; rows padded by 16 bytes so
+  // that the 8 rows x 4 lanes of a fragment write hit 32 distinct banks.
+  static constexpr int kRowElems = kHeadDim + 8;
+
+  // One CTA per (query block, head, batch): grid.x = ceil(seqlen_q / kBlockM) * num_heads *
+  // batch, blocks fastest. Thread t reads register pairs t, t + kNThreads, ... of the tile (in
+  // storage order, so the reads are coalesced) and puts each at its (row, column) of a shared
+  // tile, which then goes to dq as whole 16-byte row chunks.
   __device__ static void run(const BwdParams &p) {
-    const int chunks = p.head_dim / 8;
-    const int64_t idx = int64_t(blockIdx.x) * kNThreads + threadIdx.x;
-    const int chunk = int(idx % chunks);
-    const int64_t rh = idx / chunks;
-    const int head = int(rh % p.num_heads);
-    const int64_t r = rh / p.num_heads;
-    if (r >= p.rows_q) return;
-    const float *acc =
-        p.dq_accum +
-        q_like_row_offset(p, r, head, p.acc_batch_stride, p.acc_row_stride, p.acc_head_stride) +
-        chunk * 8;
+    __shared__ __align__(16) Element tile[kBlockM * kRowElems];
+    const int num_m = (p.seqlen_q + kBlockM - 1) / kBlockM;
+    const int m_block = int(blockIdx.x % num_m);
+    const int head = int(blockIdx.x / num_m % p.num_heads);
+    const int batch = int(blockIdx.x / num_m / p.num_heads);
+    const SeqlenInfo seq(p, batch);
+    const int rows = min(seq.seqlen_q - m_block * kBlockM, kBlockM);  // of this block
+    if (rows <= 0) return;  // varlen: this sequence is shorter than the longest
+    const float *acc = p.dq_accum +
+                       Layout::tile(seq, batch, p.seqlen_q, m_block) * p.acc_tile_stride +
+                       head * p.acc_head_stride;
+    const float s = p.grad_scale;
+    for (int f = threadIdx.x; f < Layout::kTileElems / 2; f += kNThreads) {
+      int row, col;
+      Layout::coords(f / (Layout::kNWarps * 32), f / 32 % Layout::kNWarps, f % 32, row, col);
+      float2 v = *reinterpret_cast<const float2 *>(acc + 2 * f);
+      // Deterministic mode: the slices, always summed in slice order.
+      for (int split = 1; split < p.dq_splits; ++split) {
+        const float2 w =
+            *reinterpret_cast<const float2 *>(acc + split * p.acc_split_stride + 2 * f);
+        v = make_float2(v.x + w.x, v.y + w.y);
+      }
+      *reinterpret_cast<uint32_t *>(tile + row * kRowElems + col) =
+          pack2<Element>(v.x * s, v.y * s);
+    }
+    // Barrier: every row of the shared tile is complete (its columns came from many threads).
+    __syncthreads();
     Element *dq =
         static_cast<Element *>(p.dq) +
-        q_like_row_offset(p, r, head, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride) +
-        chunk * 8;
-    float4 lo = *reinterpret_cast<const float4 *>(acc);
-    float4 hi = *reinterpret_cast<const float4 *>(acc + 4);
-    // Deterministic mode: the slices, always summed in slice order.
-    for (int split = 1; split < p.dq_splits; ++split) {
-      const float *slice = acc + split * p.acc_split_stride;
-      const float4 l = *reinterpret_cast<const float4 *>(slice);
-      const float4 h = *reinterpret_cast<const float4 *>(slice + 4);
-      lo = make_float4(lo.x + l.x, lo.y + l.y, lo.z + l.z, lo.w + l.w);
-      hi = make_float4(hi.x + h.x, hi.y + h.y, hi.z + h.z, hi.w + h.w);
+        seq.q_like_offset(batch, head, p.dq_batch_stride, p.dq_row_stride, p.dq_head_stride) +
+        int64_t(m_block) * kBlockM * p.dq_row_stride;
+    const int chunks = p.head_dim / 8;  // padding columns stay behind
+    for (int idx = threadIdx.x; idx < rows * chunks; idx += kNThreads) {
+      const int row = idx / chunks;
+      const int chunk = idx % chunks;
+      *reinterpret_cast<uint4 *>(dq + int64_t(row) * p.dq_row_stride + chunk * 8) =
+          *reinterpret_cast<const uint4 *>(tile + row * kRowElems + chunk * 8);
     }
-    const float s = p.grad_scale;
-    uint4 out;
-    out.x = pack2<Element>(lo.x * s, lo.y * s);
-    out.y = pack2<Element>(lo.z * s, lo.w * s);
-    out.z = pack2<Element>(hi.x * s, hi.y * s);
-    out.w = pack2<Element>(hi.z * s, hi.w * s);
-    *reinterpret_cast<uint4 *>(dq) = out;
   }
 };
 

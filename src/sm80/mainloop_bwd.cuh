@@ -24,6 +24,7 @@
 #include "common/score_mod.cuh"
 #include "common/seqlen.cuh"
 #include "common/softmax.cuh"
+#include "sm80/dq_accum.cuh"
 #include "sm80/ptx.cuh"
 #include "sm80/smem_tile.cuh"
 #include "sm80/tile_config.h"
@@ -65,19 +66,13 @@ struct MainloopBwd {
   using DealtKV = typename TileQ::template DealtOffsets<kWarpsD>;
   static constexpr int kPairs = DealtKV::kPairs;  // 16-column pairs of dK/dV per warp
   // dQ (kBlockM x kHeadDim): warp (row group, way) owns kDQMTiles m16 tiles of rows and a
-  // 1/kWaysDQ deal of columns. Two m16 tiles where the columns deal evenly that way and each
-  // warp still gets P >= 2 column pairs: a k16 step then loads 2 dS + P K fragments for 4P mma
-  // instead of 1 + 2P (fewer loads once P >= 2; measured +1-2% at head dim 128).
-  static constexpr int kWaysDQTwoTiles = kBlockM % 32 == 0 ? kNWarps / (kBlockM / 32) : 0;
-  static constexpr bool kDQTwoTiles = kWaysDQTwoTiles > 0 && kNWarps % (kBlockM / 32) == 0 &&
-                                      TileKV::kPairsPerSubRow % kWaysDQTwoTiles == 0 &&
-                                      kHeadDim / 16 / kWaysDQTwoTiles >= 2;
-  static constexpr int kDQMTiles = kDQTwoTiles ? 2 : 1;
-  static constexpr int kDQRowGroups = kBlockM / (16 * kDQMTiles);
-  static constexpr int kWaysDQ = kNWarps / kDQRowGroups;
-  static_assert(kNWarps % kDQRowGroups == 0);
-  using DealtDQ = typename TileKV::template DealtOffsets<kWaysDQ>;
-  static constexpr int kPairsDQ = DealtDQ::kPairs;
+  // 1/kWaysDQ deal of columns, and adds them into dq_accum in fragment order.
+  using DqLayout = DqAccumLayout<kHeadDim>;
+  static_assert(DqLayout::kBlockM == kBlockM && DqLayout::kNWarps == kNWarps);
+  static constexpr int kDQMTiles = DqLayout::kMTiles;
+  static constexpr int kWaysDQ = DqLayout::kWays;
+  using DealtDQ = typename DqLayout::Dealt;
+  static constexpr int kPairsDQ = DqLayout::kPairs;
 
   static constexpr int kDS = 0;  // dS^T
   static constexpr int kPT = 1;  // P^T
@@ -158,7 +153,6 @@ struct MainloopBwd {
   // A fragments (MMA_M = kMT key tiles, MMA_K = kQueriesW/16, 4) of a warp's keys x queries
   // accumulator: two adjacent n8 tiles are exactly one m16k16 A fragment.
   using WarpKeyFrag = uint32_t[kMT][kMKW][4];
-  using KeyFrag = uint32_t[kMT][kMK][4];  // (kMT, MMA_K = kBlockM/16, 4): all the queries
   __device__ __forceinline__ static void pack_a(WarpKeyFrag &a, const KeyQueryAcc &x) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -189,31 +183,27 @@ struct MainloopBwd {
           }
   }
 
-  // All A fragments of this warp's key rows (sA: the first of them) of a keys x queries tile.
-  __device__ __forceinline__ static void load_a(KeyFrag &a, const Element *sA,
-                                                const LaneAddressing &la) {
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int j = 0; j < kMK; ++j)
-        ldmatrix_x4(a[mt][j], smem_addr(sA + TileDS::offset(la.kq_a, 16 * mt, 2 * j)));
-  }
-
-  // acc (this warp's keys x its dealt columns) += A (kWarpKeys keys x kBlockM) . B (a Q or dO
-  // tile, kBlockM x kHeadDim)
+  // acc (this warp's keys x its dealt columns) += A (kWarpKeys keys x kBlockM, the warp's rows
+  // of a keys x queries tile; sA: the first of them) . B (a Q or dO tile, kBlockM x kHeadDim).
+  // A is loaded one k16 step at a time, so that only kMT of its fragments are ever live.
   __device__ __forceinline__ static void gemm_keys_dims(float (&acc)[kMT][kPairs][2][4],
-                                                        const KeyFrag &a, const Element *sB,
+                                                        const Element *sA, const Element *sB,
                                                         const LaneAddressing &la) {
 #pragma unroll
     for (int j = 0; j < kMK; ++j) {
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        ldmatrix_x4(a[mt], smem_addr(sA + TileDS::offset(la.kq_a, 16 * mt, 2 * j)));
+      }
 #pragma unroll
       for (int pr = 0; pr < kPairs; ++pr) {
         uint32_t b[4];  // transposed: (b0, b1) of the pair's two n8 column tiles
         ldmatrix_x4_trans(b, smem_addr(sB + TileQ::offset(la.q_bt, j * 16, pr)));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
-          mma_16816<Element>(acc[mt][pr][0], a[mt][j], b[0], b[1]);
-          mma_16816<Element>(acc[mt][pr][1], a[mt][j], b[2], b[3]);
+          mma_16816<Element>(acc[mt][pr][0], a[mt], b[0], b[1]);
+          mma_16816<Element>(acc[mt][pr][1], a[mt], b[2], b[3]);
         }
       }
     }
@@ -252,8 +242,9 @@ struct MainloopBwd {
     const int lane = tid % 32;
     const int wn = warp % kWarpsN;  // key group: keys [kWarpKeys wn, +kWarpKeys) of the tile
     const int wd = warp / kWarpsN;  // its share of the dK/dV columns
-    const int dq_rows = warp % kDQRowGroups;  // dQ: rows [16 kDQMTiles dq_rows, +16 kDQMTiles)
-    const int dq_way = warp / kDQRowGroups;   // dQ: its share of the columns
+    const int dq_rows =
+        DqLayout::row_group(warp);           // dQ: rows [16 kDQMTiles dq_rows, +16 kDQMTiles)
+    const int dq_way = DqLayout::way(warp);  // dQ: its share of the columns
     const int chunks_valid = p.head_dim / 8;
     const ScoreMod score_mod(p);
     const LaneAddressing la(lane, wd, dq_way, dq_rows);
@@ -402,25 +393,22 @@ struct MainloopBwd {
       // for dV, dK and dQ alike.
       __syncthreads();
       const int key_rows = wn * kWarpKeys * TileDS::kSubCols;
-      KeyFrag a;
-      load_a(a, opaque(smem.kq[kPT] + key_rows), la);
-      gemm_keys_dims(acc_dv, a, opaque(sDO), la);  // dV += P^T dO
-      load_a(a, opaque(smem.kq[kDS] + key_rows), la);
-      gemm_keys_dims(acc_dk, a, opaque(sQ), la);  // dK += dS^T Q
-      gemm_dq(p, smem, seq, batch, blk, la, dq_rows, dq_way, lane, dq_accum);
+      gemm_keys_dims(acc_dv, opaque(smem.kq[kPT] + key_rows), opaque(sDO), la);  // dV += P^T dO
+      gemm_keys_dims(acc_dk, opaque(smem.kq[kDS] + key_rows), opaque(sQ), la);   // dK += dS^T Q
+      gemm_dq(p, smem, seq, batch, blk, la, lane, dq_accum);
     }
   }
 
   // dQ (kBlockM x kHeadDim) += dS (kBlockM x kBlockN) . K (kBlockN x kHeadDim) for one query
-  // block, added to the dq_accum slice with fp32 atomics (other CTAs add the other key blocks,
+  // block, added to its dq_accum tile with fp32 atomics (other CTAs add the other key blocks,
   // or, in deterministic mode, this same thread does, later). Warp (dq_rows, dq_way) computes
   // 16 kDQMTiles rows and its dealt column pairs, the same ones for every key block; each dS
   // fragment is loaded once for all its columns, each K fragment once for all its rows.
   template <class Block>
   __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
                                                  const SeqlenInfo &seq, int batch, Block blk,
-                                                 const LaneAddressing &la, int dq_rows, int dq_way,
-                                                 int lane, float *dq_accum) {
+                                                 const LaneAddressing &la, int lane,
+                                                 float *dq_accum) {
     float acc[kDQMTiles][kPairsDQ][2][4];  // (m16 tiles, pairs, 2 n8 tiles, 4)
 #pragma unroll
     for (int mt = 0; mt < kDQMTiles; ++mt)
@@ -449,47 +437,23 @@ struct MainloopBwd {
         }
       }
     }
-    // This lane's first dQ element: row 16 kDQMTiles dq_rows + lane/4 of the block, column
-    // dealt_col(0, dq_way) + 2 (lane % 4); the others are (16 mt + 8 h) rows and
-    // dealt_col(pr, 0) + 8 t columns further (dealt_col is linear in the way). The 64-bit row
-    // offsets are formed once here, so that every atomic is a base register plus a constant.
-    const int row0 = (kDQMTiles * dq_rows) * 16 + lane / 4;
-    const int col0 = TileKV::template dealt_col<kWaysDQ>(0, dq_way) + 2 * (lane % 4);
+    // Into this query block's tile of dq_accum, in fragment order (sm80/dq_accum.cuh): each
+    // register pair a fixed offset from the lane's first, and no bounds checks (padding).
+    const int warp = threadIdx.x / 32;
     float *dq = dq_accum +
-                seq.q_like_offset(batch, blk.head, p.acc_batch_stride, p.acc_row_stride,
-                                  p.acc_head_stride) +
-                int64_t(blk.m_begin + row0) * p.acc_row_stride + col0;
-    const int rows_left = seq.seqlen_q - blk.m_begin - row0;  // rows of this lane in bounds
-    const int cols_left = p.head_dim - col0;                  // columns of this lane in bounds
-    // Bounds checks only where the block overhangs the sequence or the kernel's head dim pads
-    // the caller's (warp-uniform).
-    if (blk.m_begin + kBlockM <= seq.seqlen_q && p.head_dim == kHeadDim) {
-      add_dq<false>(acc, dq, p.acc_row_stride, rows_left, cols_left);
-    } else {
-      add_dq<true>(acc, dq, p.acc_row_stride, rows_left, cols_left);
-    }
-  }
-
-  template <bool kCheck>
-  __device__ __forceinline__ static void add_dq(const float (&acc)[kDQMTiles][kPairsDQ][2][4],
-                                                float *dq, int64_t row_stride, int rows_left,
-                                                int cols_left) {
+                DqLayout::tile(seq, batch, p.seqlen_q, blk.m_begin / kBlockM) * p.acc_tile_stride +
+                blk.head * p.acc_head_stride + DqLayout::offset(0, warp, lane);
 #pragma unroll
     for (int mt = 0; mt < kDQMTiles; ++mt)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = 16 * mt + 8 * h;
-        float *row = dq + r * row_stride;
+      for (int pr = 0; pr < kPairsDQ; ++pr)
 #pragma unroll
-        for (int pr = 0; pr < kPairsDQ; ++pr)
+        for (int t = 0; t < 2; ++t)
 #pragma unroll
-          for (int t = 0; t < 2; ++t) {
-            const int c = TileKV::template dealt_col<kWaysDQ>(pr, 0) + 8 * t;
-            if (!kCheck || (r < rows_left && c < cols_left)) {
-              atomic_add2(row + c, acc[mt][pr][t][2 * h], acc[mt][pr][t][2 * h + 1]);
-            }
+          for (int h = 0; h < 2; ++h) {
+            atomic_add2(dq + DqLayout::offset(DqLayout::reg_pair(mt, pr, t, h), 0, 0),
+                        acc[mt][pr][t][2 * h], acc[mt][pr][t][2 * h + 1]);
           }
-      }
   }
 };
 

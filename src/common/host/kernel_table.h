@@ -22,8 +22,10 @@ struct KernelEntry {
   int32_t min_seqlen_q;
   // Launch shape, from the library's tile configuration (the kernel static_asserts that it
   // agrees): one CTA of num_threads per `block` rows (query rows for the forward, key rows
-  // for the backward) of one (head, batch).
+  // for the backward) of one (head, batch). block_q: query rows per tile (the backward's
+  // dq_accum tiles).
   int32_t block;
+  int32_t block_q;
   int32_t num_threads;
   int32_t smem_bytes;  // dynamic shared memory per CTA
   const char *symbol;  // extern "C" name of the __global__ entry point
@@ -31,9 +33,11 @@ struct KernelEntry {
   LazyKernel *kernel;  // its handle, loaded on first launch
 };
 
-// A per-dtype helper kernel (the backward's preprocess / postprocess): no shared memory.
+// A helper kernel of the backward (preprocess: per dtype; postprocess: per dtype and head
+// dim, which fixes the dq_accum layout it reads): no shared memory.
 struct HelperKernelEntry {
   int32_t dtype;
+  int32_t head_dim;  // 0: any
   int32_t num_threads;
   const char *symbol;
   DeviceImage image;

@@ -11,7 +11,7 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
                        cudaStream_t stream) {
   const int64_t rows_heads = params.rows_q * params.num_heads;
   if (rows_heads > 0) {
-    // dq_accum: max(1, dq_splits) slices of (rows_q, num_heads, head_dim), see plan_bwd.
+    // dq_accum: max(1, dq_splits) slices, see plan_bwd.
     const int64_t slices = params.dq_splits > 0 ? params.dq_splits : 1;
     cudaError_t err = cudaMemsetAsync(
         params.dq_accum, 0, size_t(slices * params.acc_split_stride) * sizeof(float), stream);
@@ -31,9 +31,9 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
                                   slots * params.num_heads_k * params.batch, kernel.num_threads,
                                   kernel.smem_bytes, params, stream);
   if (err != cudaSuccess || rows_heads == 0) return err;
-  // Postprocess: one thread per 8 elements of dq.
+  // Postprocess: one CTA per (query block, head, batch).
   return launch_kernel(post.kernel, post.image, post.symbol,
-                       ceil_div(rows_heads * (params.head_dim / 8), post.num_threads),
+                       ceil_div(params.seqlen_q, kernel.block_q) * params.num_heads * params.batch,
                        post.num_threads, 0, params, stream);
 }
 

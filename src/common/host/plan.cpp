@@ -264,8 +264,10 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   for (int i = 0; i < kNumBwdPreKernels; ++i) {
     if (kBwdPreKernels[i].dtype == a->dtype) pre = &kBwdPreKernels[i];
   }
-  for (int i = 0; i < kNumBwdPostKernels; ++i) {
-    if (kBwdPostKernels[i].dtype == a->dtype) post = &kBwdPostKernels[i];
+  for (int i = 0; i < kNumBwdPostKernels; ++i) {  // it reads the kernel's dq_accum layout
+    if (kBwdPostKernels[i].dtype == a->dtype && kBwdPostKernels[i].head_dim == kernel->head_dim) {
+      post = &kBwdPostKernels[i];
+    }
   }
   if (pre == nullptr || post == nullptr) {
     return fail(IOATTN_ERR_UNSUPPORTED, "the backward helper kernels of this dtype are missing");
@@ -289,10 +291,15 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
     dq_splits = int(std::clamp<int64_t>(num_sms / ctas_per_split, 1, key_blocks));
   }
 
-  // Workspace: dq_accum max(1, dq_splits) x (rows_q, num_heads, head_dim) fp32, each slice
-  // 256-byte aligned, then dsum (rows_q * num_heads).
+  // Workspace: dq_accum max(1, dq_splits) slices of (query-block tiles, num_heads, tile) fp32,
+  // a tile being block_q x the kernel's head dim (sm80/dq_accum.cuh: a dense sequence has
+  // ceil(seqlen_q / block_q) tiles, varlen sequences floor(total_q / block_q) + batch in all),
+  // each slice 256-byte aligned, then dsum (rows_q * num_heads).
   const int64_t rows_q = varlen ? a->total_q : a->batch * a->seqlen_q;
-  const int64_t slice_bytes = (rows_q * a->num_heads * a->head_dim * 4 + 255) / 256 * 256;
+  const int64_t tiles = varlen ? a->total_q / kernel->block_q + a->batch
+                               : a->batch * ceil_div(a->seqlen_q, kernel->block_q);
+  const int64_t tile_elems = int64_t(kernel->block_q) * kernel->head_dim;
+  const int64_t slice_bytes = (tiles * a->num_heads * tile_elems * 4 + 255) / 256 * 256;
   const int64_t acc_bytes = std::max(1, dq_splits) * slice_bytes;
   plan->workspace_bytes = acc_bytes + rows_q * a->num_heads * 4;
 
@@ -327,7 +334,7 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   }
   const int64_t block_n = 64;  // the smallest key tile of any kernel bounds the grid
   if (ceil_div(a->seqlen_k, block_n) * a->num_heads_k * a->batch > INT_MAX ||
-      ceil_div(rows_q * a->num_heads * (a->head_dim / 8), post->num_threads) > INT_MAX ||
+      ceil_div(a->seqlen_q, kernel->block_q) * a->num_heads * a->batch > INT_MAX ||
       ceil_div(rows_q, pre->num_threads / 8) * a->num_heads > INT_MAX) {
     return grid_too_large("batch * num_heads * seqlen");
   }
@@ -351,9 +358,8 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   p.dv_batch_stride = a->dv_batch_stride;
   p.dv_row_stride = a->dv_row_stride;
   p.dv_head_stride = a->dv_head_stride;
-  p.acc_head_stride = a->head_dim;
-  p.acc_row_stride = a->num_heads * a->head_dim;
-  p.acc_batch_stride = varlen ? 0 : a->seqlen_q * p.acc_row_stride;
+  p.acc_head_stride = tile_elems;
+  p.acc_tile_stride = a->num_heads * tile_elems;
   p.dsum_head_stride = varlen ? rows_q : a->seqlen_q;
   p.dsum_batch_stride = varlen ? 0 : a->num_heads * a->seqlen_q;
   p.dq_splits = dq_splits;
