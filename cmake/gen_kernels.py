@@ -27,15 +27,20 @@ HEAD_DIMS = (64, 96, 128, 192, 256)
 MASKS = {"full": "false", "window": "true"}
 
 # What each kernel library needs from the generator, per op: the device header defining its
-# kernels, the kernel template, the params type, and host expressions (of hd, window and long_q)
-# for its launch shape ("block_q", query rows per tile, where it is not "block"); optionally
-# "long_q", the (head dim, mask) pairs that also get a kernel
-# for long query sequences, with "min_seqlen_q", from which the host prefers it, and
-# "has_long_q", the tile header's word on which pairs have one (the generated table
-# static_asserts that the two agree; the kernel template then takes a fifth, bool argument); per
-# helper: the kernel template (of the element type, and of the head dim where "per_head_dim")
-# and its block size; the host header with the tile functions; the minimum compute
-# capability it runs on.
+# kernels, the kernel template, the params type, and host expressions (of hd, window and the
+# variant flag v) for its launch shape ("block_q", query rows per tile, where it is not
+# "block"); optionally one variant flag (VARIANT_FLAGS): the (head dim, mask) pairs that also
+# get a second tile config, "long_q" for long query sequences (with "min_seqlen_q", from which
+# the host prefers it) or "small_smem" for GPUs where the default does not fit, and
+# "has_<flag>", the tile header's word on which pairs have one (the generated table
+# static_asserts that the two agree; the kernel template then takes the flag as a fifth, bool
+# argument); per helper: the kernel template (of the element type, and where
+# "per_tile_config" names an op, of that op's head dim and flag) and its block size; the host
+# header with the tile functions; the minimum compute capability it runs on.
+#
+# Backward head dims with 97 KB tiles for sm_86/89 beside the default (sm80/tile_config.h):
+BWD_SMALL_SMEM = {(64, "full"), (64, "window")}
+
 LIBRARIES: dict[str, dict] = {
     "sm80": {
         "ops": {
@@ -51,20 +56,24 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm80/bwd_entry.cuh",
                 "variant": "ioattn::sm80::BwdKernelFor",
                 "params": "ioattn::BwdParams",
-                "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
-                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_m",
-                "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
-                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {w})",
+                "block": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_n",
+                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
+                "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
+                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
+                "small_smem": BWD_SMALL_SMEM,
+                "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
             },
             # deterministic=1: the same backward with a scheduler that walks key blocks in order
             "bwd_det": {
                 "entry_header": "sm80/bwd_entry.cuh",
                 "variant": "ioattn::sm80::BwdDeterministicKernelFor",
                 "params": "ioattn::BwdParams",
-                "block": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_n",
-                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {w}).block_m",
-                "threads": "ioattn::sm80::bwd_num_threads({hd}, {w})",
-                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {w})",
+                "block": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_n",
+                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
+                "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
+                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
+                "small_smem": BWD_SMALL_SMEM,
+                "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
             },
         },
         "helpers": {
@@ -74,13 +83,13 @@ LIBRARIES: dict[str, dict] = {
                 "params": "ioattn::BwdParams",
                 "threads": "ioattn::sm80::kBwdHelperThreads",
             },
-            # per head dim too: the dq_accum layout it reads is the backward kernel's
+            # per backward tile config too: the dq_accum layout it reads is the kernel's
             "bwd_post": {
                 "entry_header": "sm80/bwd_aux.cuh",
                 "kernel": "ioattn::sm80::BwdPostprocess",
                 "params": "ioattn::BwdParams",
                 "threads": "ioattn::sm80::kBwdHelperThreads",
-                "per_head_dim": True,
+                "per_tile_config": "bwd",
             },
         },
         "tile_header": "sm80/tile_config.h",
@@ -94,9 +103,9 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm90/fwd_entry.cuh",
                 "variant": "ioattn::sm90::FwdKernelFor",
                 "params": "ioattn::sm90::FwdParamsSm90",
-                "block": "ioattn::sm90::fwd_tile_config({hd}, {w}, {l}).block_m",
-                "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {l})",
-                "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {l})",
+                "block": "ioattn::sm90::fwd_tile_config({hd}, {w}, {v}).block_m",
+                "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {v})",
+                "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {v})",
                 "long_q": {(64, "window")},
                 "min_seqlen_q": "ioattn::sm90::kFwdLongSeqlenQ",
                 "has_long_q": "ioattn::sm90::fwd_has_long_variant({hd}, {w})",
@@ -107,7 +116,11 @@ LIBRARIES: dict[str, dict] = {
         "min_cc": 90,
     },
 }
-TABLES = ("fwd", "bwd", "bwd_det")  # kernel_table.h: every library defines all of them
+TABLES = ("fwd", "bwd", "bwd_det")
+VARIANT_FLAGS = (
+    "long_q",
+    "small_smem",
+)  # KernelEntry fields; an op has at most one  # kernel_table.h: every library defines all of them
 HELPER_TABLES = ("bwd_pre", "bwd_post")
 
 HEADER = "// Generated by cmake/gen_kernels.py from the CMake kernel-table options. Do not edit.\n"
@@ -222,29 +235,39 @@ def main() -> None:
         fatbins.append(args.out / f"{stem}.fatbin")
         return len(fatbins) - 1
 
+    def variant_flag(op: dict) -> str | None:
+        flags = [f for f in VARIANT_FLAGS if f in op]
+        assert len(flags) <= 1, "an op has at most one variant flag"
+        return flags[0] if flags else None
+
+    def c_bool(b: bool) -> str:
+        return str(b).lower()
+
     for op_name, op in lib["ops"].items():
+        flag = variant_flag(op)
         for dtype in dtypes:
             for hd in head_dims:
                 for mask, window in MASKS.items():
-                    long_qs = (False, True) if (hd, mask) in op.get("long_q", ()) else (False,)
-                    for softcap, long_q in ((s, lq) for s in (False, True) for lq in long_qs):
+                    alts = (False, True) if flag and (hd, mask) in op[flag] else (False,)
+                    for softcap, alt in ((s, a) for s in (False, True) for a in alts):
                         stem = (
                             f"{op_name}_{dtype}_hd{hd}_{mask}"
                             + ("_softcap" if softcap else "")
-                            + ("_long" if long_q else "")
+                            + ({"long_q": "_long", "small_smem": "_small"}[flag] if alt else "")
                         )
                         symbol = f"ioattn_{args.library}_{stem}"
-                        targs = f"{ELEMENTS[dtype]}, {hd}, {window}, {str(softcap).lower()}"
-                        if "long_q" in op:
-                            targs += f", {str(long_q).lower()}"
+                        targs = f"{ELEMENTS[dtype]}, {hd}, {window}, {c_bool(softcap)}"
+                        if flag:
+                            targs += f", {c_bool(alt)}"
                         i = add_source(stem, device_source(op, targs, symbol))
-                        shape = {key: op.get(key, op["block"]).format(hd=hd, w=window,
-                                                                      l=str(long_q).lower())
+                        shape = {key: op.get(key, op["block"]).format(hd=hd, w=window, v=c_bool(alt))
                                  for key in ("block", "block_q", "threads", "smem")}  # fmt: skip
-                        min_seqlen_q = op["min_seqlen_q"] if long_q else "0"
+                        flags = {f: alt and flag == f for f in VARIANT_FLAGS}
+                        min_seqlen_q = op["min_seqlen_q"] if flags["long_q"] else "0"
                         tables[op_name].append(
-                            f"    {{{DTYPES[dtype]}, {hd}, {window}, {str(softcap).lower()}, "
-                            f"{str(long_q).lower()}, {min_seqlen_q},\n"
+                            f"    {{{DTYPES[dtype]}, {hd}, {window}, {c_bool(softcap)}, "
+                            f"{c_bool(flags['long_q'])}, {min_seqlen_q}, "
+                            f"{c_bool(flags['small_smem'])},\n"
                             f"     {shape['block']}, {shape['block_q']}, {shape['threads']}, "
                             f"{shape['smem']}, "
                             f'"{symbol}",\n'
@@ -257,33 +280,43 @@ def main() -> None:
                                 "head_dim": hd,
                                 "mask": mask,
                                 "softcap": softcap,
-                                "long_q": long_q,
+                                **flags,
                             }
                         )
-    # The long_q lists above against the tile header, for every compiled (head dim, mask).
-    long_q_checks = [
-        f"static_assert({op['has_long_q'].format(hd=hd, w=window)} == "
-        f"{str((hd, mask) in op['long_q']).lower()},\n"
-        f'              "{op_name} hd{hd} {mask}: the long_q list of cmake/gen_kernels.py '
+    # The variant lists above against the tile header, for every compiled (head dim, mask).
+    variant_checks = [
+        f"static_assert({op['has_' + flag].format(hd=hd, w=window)} == "
+        f"{c_bool((hd, mask) in op[flag])},\n"
+        f'              "{op_name} hd{hd} {mask}: the {flag} list of cmake/gen_kernels.py '
         f'disagrees with {lib["tile_header"]}");\n'
         for op_name, op in lib["ops"].items()
-        if "has_long_q" in op
+        for flag in [variant_flag(op)]
+        if flag
         for hd in head_dims
         for mask, window in MASKS.items()
     ]
     for helper_name, helper in lib["helpers"].items():
+        of = lib["ops"].get(helper.get("per_tile_config", ""))
+        # (head dim, flag) of each tile config of that op, or one (0, False) for "any"
+        configs = (
+            sorted({(hd, alt) for hd in head_dims for mask in MASKS for alt in (False, True)
+                    if not alt or (hd, mask) in of.get("small_smem", ())})
+            if of else [(0, False)]
+        )  # fmt: skip
         for dtype in dtypes:
-            for hd in head_dims if helper.get("per_head_dim") else (0,):
+            for hd, small in configs:
                 stem = f"{helper_name}_{dtype}" + (f"_hd{hd}" if hd else "")
+                stem += "_small" if small else ""
                 symbol = f"ioattn_{args.library}_{stem}"
-                targs = ELEMENTS[dtype] + (f", {hd}" if hd else "")
+                targs = ELEMENTS[dtype] + (f", {hd}, {c_bool(small)}" if hd else "")
                 i = add_source(stem, helper_source(helper, targs, symbol))
                 helper_tables[helper_name].append(
-                    f'    {{{DTYPES[dtype]}, {hd}, {helper["threads"]}, "{symbol}", '
-                    f"{{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},"
+                    f"    {{{DTYPES[dtype]}, {hd}, {c_bool(small)}, {helper['threads']}, "
+                    f'"{symbol}", {{ioattn_fatbin_{i}, ioattn_fatbin_{i}_end}}, &handles[{i}]}},'
                 )
                 kernels.append(
-                    {"op": helper_name, "dtype": dtype, **({"head_dim": hd} if hd else {})}
+                    {"op": helper_name, "dtype": dtype}
+                    | ({"head_dim": hd, "small_smem": small} if hd else {})
                 )
 
     info = {
@@ -316,7 +349,7 @@ def main() -> None:
         + '#include "common/host/kernel_table.h"\n'
         + '#include "ioattn/api.h"\n'
         + f'#include "{lib["tile_header"]}"\n\n'
-        + "".join(long_q_checks)
+        + "".join(variant_checks)
         + embed_fatbins(fatbins)
         + "\nnamespace ioattn {\nnamespace {\n"
         + f"LazyKernel handles[{len(fatbins)}];\n"

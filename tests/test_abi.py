@@ -88,24 +88,34 @@ def test_build_info_shape(lib: _abi.Library) -> None:
             assert isinstance(kernel["mask"], str), kernel
             assert isinstance(kernel["softcap"], bool), kernel
             assert isinstance(kernel["long_q"], bool), kernel
+            assert isinstance(kernel["small_smem"], bool), kernel
+            assert not (kernel["long_q"] and kernel["small_smem"]), kernel
     variants = {
         op: {
             (k["dtype"], k["head_dim"], k["mask"], k["softcap"])
             for k in kernels
-            if k["op"] == op and not k["long_q"]
+            if k["op"] == op and not k["long_q"] and not k["small_smem"]
         }
         for op in ("fwd", "bwd", "bwd_det")
     }
-    long_q = {
-        (k["op"], k["dtype"], k["head_dim"], k["mask"], k["softcap"])
-        for k in kernels
-        if k.get("long_q")
+    second = {
+        flag: {
+            (k["op"], k["dtype"], k["head_dim"], k["mask"], k["softcap"])
+            for k in kernels
+            if k["op"] in variants and k[flag]
+        }
+        for flag in ("long_q", "small_smem")
     }
-    # a long-query kernel is a second tile config beside a default one, never the only one
-    assert {v[1:] for v in long_q} <= variants["fwd"], "long_q kernel without its default"
-    assert all(v[0] == "fwd" for v in long_q), "long_q kernels are forward only"
+    # a second tile config sits beside a default one, never alone: long-query tiles for the
+    # sm90 forward, small-shared-memory tiles for the sm80 backward (both modes alike)
+    for flag, ops in (("long_q", {"fwd"}), ("small_smem", {"bwd", "bwd_det"})):
+        for op, *variant in second[flag]:
+            assert op in ops, f"{flag} kernel of op {op}"
+            assert tuple(variant) in variants[op], f"{flag} kernel without its default"
     if lib.name == "sm80":
-        assert not long_q, "the sm80 library has one tile config per variant"
+        assert not second["long_q"], "the sm80 forward has one tile config per variant"
+        det = {v[1:] for v in second["small_smem"] if v[0] == "bwd_det"}
+        assert det == {v[1:] for v in second["small_smem"] if v[0] == "bwd"}
     assert variants["fwd"], "no forward kernel"
     if lib.name == "sm90":  # forward only so far: the dispatcher takes sm80's backward
         assert not variants["bwd"] and not variants["bwd_det"], "sm90 has no backward yet"
@@ -115,10 +125,11 @@ def test_build_info_shape(lib: _abi.Library) -> None:
     pre = [k["dtype"] for k in kernels if k["op"] == "bwd_pre"]
     assert sorted(pre) == sorted({d for d, *_ in variants["bwd"]}), "bwd_pre: one per dtype"
     # the postprocess reads the backward kernel's dq_accum layout, which its head dim fixes
-    post = [(k["dtype"], k["head_dim"]) for k in kernels if k["op"] == "bwd_post"]
-    assert sorted(post) == sorted({(d, hd) for d, hd, *_ in variants["bwd"]}), (
-        "bwd_post: one per (dtype, head dim)"
-    )
+    post = [(k["dtype"], k["head_dim"], k["small_smem"]) for k in kernels if k["op"] == "bwd_post"]
+    configs = {(d, hd, False) for d, hd, *_ in variants["bwd"]}
+    configs |= {(d, hd, True) for _, d, hd, *_ in second["small_smem"]}
+    assert sorted(post) == sorted(configs), "bwd_post: one per (dtype, backward tile config)"
+
     assert lib.build_info() == info  # parsed once, cached
 
 

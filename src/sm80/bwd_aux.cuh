@@ -3,8 +3,9 @@
 //                   it walks the rows of q: row r of rows_q is (b, s) = (r / seqlen_q,
 //                   r % seqlen_q) for a dense batch and the packed row r for varlen);
 //   BwdPostprocess  dq = (sum of the dq_accum slices) * softmax_scale, converted to the
-//                   element type (per element type and head dim: it reads the backward
-//                   kernel's fragment-ordered dq_accum tiles, sm80/dq_accum.cuh).
+//                   element type (per element type and backward tile config, head dim and
+//                   small_smem: it reads the kernel's fragment-ordered dq_accum tiles,
+//                   sm80/dq_accum.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -93,10 +94,10 @@ struct BwdPreprocess {
   }
 };
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kSmallSmem>
 struct BwdPostprocess {
   static constexpr int kNThreads = kBwdHelperThreads;
-  using Layout = DqAccumLayout<kHeadDim>;
+  using Layout = DqAccumLayout<kHeadDim, kSmallSmem>;
   static constexpr int kBlockM = Layout::kBlockM;
 
   // The block's rows of dq, converted, in static shared memory; rows padded by 16 bytes so

@@ -25,9 +25,9 @@
 
 namespace ioattn::sm80 {
 
-template <int kHeadDim>
+template <int kHeadDim, bool kSmallSmem>
 struct DqAccumLayout {
-  static constexpr BwdTileConfig kCfg = bwd_tile_config(kHeadDim, false);
+  static constexpr BwdTileConfig kCfg = bwd_tile_config(kHeadDim, kSmallSmem);
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kNWarps = kCfg.warps_n * kCfg.warps_d;

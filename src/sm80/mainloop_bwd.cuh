@@ -32,14 +32,15 @@
 
 namespace ioattn::sm80 {
 
-template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
+// kSmallSmem: the tiles for GPUs with less shared memory (tile_config.h).
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_, bool kSmallSmem>
 struct MainloopBwd {
   using Element = Element_;
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr bool kSoftcap = !is_same_v<ScoreMod, NoSoftcap>;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr BwdTileConfig kCfg = bwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr BwdTileConfig kCfg = bwd_tile_config(kHeadDim, kSmallSmem);
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kWarpsN = kCfg.warps_n;
@@ -67,7 +68,7 @@ struct MainloopBwd {
   static constexpr int kPairs = DealtKV::kPairs;  // 16-column pairs of dK/dV per warp
   // dQ (kBlockM x kHeadDim): warp (row group, way) owns kDQMTiles m16 tiles of rows and a
   // 1/kWaysDQ deal of columns, and adds them into dq_accum in fragment order.
-  using DqLayout = DqAccumLayout<kHeadDim>;
+  using DqLayout = DqAccumLayout<kHeadDim, kSmallSmem>;
   static_assert(DqLayout::kBlockM == kBlockM && DqLayout::kNWarps == kNWarps);
   static constexpr int kDQMTiles = DqLayout::kMTiles;
   static constexpr int kWaysDQ = DqLayout::kWays;
@@ -85,7 +86,7 @@ struct MainloopBwd {
     float lse_log2[2][kBlockM];     // LSE * log2(e); +inf for rows that must get P = 0
     float dsum[2][kBlockM];         // D = rowsum(dO o O); 0 past the sequence
   };
-  static_assert(sizeof(SharedStorage) == bwd_smem_bytes(kHeadDim, Mask::kIsWindow));
+  static_assert(sizeof(SharedStorage) == bwd_smem_bytes(kHeadDim, kSmallSmem));
 
   // (MMA_M = kMT key tiles, pairs, 2 n8 tiles, 4): this warp's keys x its dK columns
   float acc_dk[kMT][kPairs][2][4];

@@ -20,6 +20,9 @@ struct KernelEntry {
   // min_seqlen_q <= seqlen_q (0 for every default kernel).
   bool long_q;
   int32_t min_seqlen_q;
+  // The tile config for GPUs whose shared memory per block the default's exceeds (sm80
+  // backward, sm_86/89); the host takes it only where the default does not fit.
+  bool small_smem;
   // Launch shape, from the library's tile configuration (the kernel static_asserts that it
   // agrees): one CTA of num_threads per `block` rows (query rows for the forward, key rows
   // for the backward) of one (head, batch). block_q: query rows per tile (the backward's
@@ -38,6 +41,7 @@ struct KernelEntry {
 struct HelperKernelEntry {
   int32_t dtype;
   int32_t head_dim;  // 0: any
+  bool small_smem;   // with head_dim: the tile config of the kernel it serves
   int32_t num_threads;
   const char *symbol;
   DeviceImage image;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "common/host/error.h"
@@ -30,14 +31,17 @@ int32_t check_strides(const char *name, int64_t batch_stride, int64_t row_stride
   return IOATTN_OK;
 }
 
-int32_t check_device(int device, const KernelEntry &kernel) {
-  int major = 0, minor = 0, smem_optin = 0;
+// The device's compute capability (checked against the library's) and shared memory per block
+// (opt-in maximum; IOATTN_MAX_SMEM_PER_BLOCK, where set, lowers it, so that the tiles of
+// smaller GPUs can be tested on a larger one).
+int32_t device_smem(int device, int *smem_optin) {
+  int major = 0, minor = 0;
   cudaError_t err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err == cudaSuccess) {
     err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
   }
   if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    err = cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   }
   if (err != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it so the caller's next CUDA call is unaffected
@@ -50,11 +54,8 @@ int32_t check_device(int device, const KernelEntry &kernel) {
                     str(kMinComputeCapability / 10) + "." + str(kMinComputeCapability % 10) +
                     ", device " + str(device) + " has " + str(major) + "." + str(minor));
   }
-  if (kernel.smem_bytes > smem_optin) {
-    return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(kernel.head_dim) + " needs " +
-                                            str(kernel.smem_bytes) +
-                                            " bytes of shared memory per block, device " +
-                                            str(device) + " allows " + str(smem_optin));
+  if (const char *limit = std::getenv("IOATTN_MAX_SMEM_PER_BLOCK"); limit && *limit) {
+    *smem_optin = std::min<int64_t>(*smem_optin, std::atoll(limit));
   }
   return IOATTN_OK;
 }
@@ -107,29 +108,46 @@ int32_t check_common(const Args *a, const char *struct_name, const char *op,
 
   const bool window = a->window_left >= 0 || a->window_right >= 0;
   const bool softcap = a->softcap > 0.f;
-  const KernelEntry *best = nullptr;
-  for (int i = 0; i < table_size; ++i) {
-    const KernelEntry &e = table[i];
-    if (e.dtype != a->dtype || e.window != window || e.softcap != softcap ||
-        e.head_dim < a->head_dim) {
-      continue;
-    }
-    if (e.min_seqlen_q > a->seqlen_q) continue;
-    // the smallest head dim that runs it, then the variant for the longest seqlen_q
-    if (best == nullptr || e.head_dim < best->head_dim ||
-        (e.head_dim == best->head_dim && e.min_seqlen_q > best->min_seqlen_q)) {
-      best = &e;
-    }
-  }
-  if (best == nullptr) {
+  auto runs_call = [&](const KernelEntry &e) {
+    return e.dtype == a->dtype && e.window == window && e.softcap == softcap &&
+           e.head_dim >= a->head_dim && e.min_seqlen_q <= a->seqlen_q;
+  };
+  if (std::none_of(table, table + table_size, runs_call)) {
     return fail(IOATTN_ERR_UNSUPPORTED,
                 std::string("libioattn_") + kLibraryName + " has no " + op + " kernel for " +
                     (a->dtype == IOATTN_DTYPE_BF16 ? "bf16" : "fp16") + ", head_dim " +
                     str(a->head_dim) + (window ? ", window mask" : "") +
                     (softcap ? ", softcap" : "") + " (see ioattn_build_info for what was built)");
   }
+  int smem_optin = 0;
+  if (int32_t s = device_smem(int(a->device), &smem_optin); s != IOATTN_OK) return s;
+
+  // Prefers, among the kernels that run the call and fit the device: the smallest head dim,
+  // then the variant for the longest seqlen_q, then the default tiles over the small-shared-
+  // memory ones.
+  auto better = [](const KernelEntry &e, const KernelEntry *than) {
+    if (than == nullptr || e.head_dim != than->head_dim) {
+      return than == nullptr || e.head_dim < than->head_dim;
+    }
+    if (e.min_seqlen_q != than->min_seqlen_q) return e.min_seqlen_q > than->min_seqlen_q;
+    return !e.small_smem && than->small_smem;
+  };
+  const KernelEntry *best = nullptr;
+  const KernelEntry *least = nullptr;  // the one that runs the call with the least shared memory
+  for (int i = 0; i < table_size; ++i) {
+    const KernelEntry &e = table[i];
+    if (!runs_call(e)) continue;
+    if (least == nullptr || e.smem_bytes < least->smem_bytes) least = &e;
+    if (e.smem_bytes <= smem_optin && better(e, best)) best = &e;
+  }
+  if (best == nullptr) {
+    return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(a->head_dim) + " needs " +
+                                            str(least->smem_bytes) +
+                                            " bytes of shared memory per block, device " +
+                                            str(a->device) + " allows " + str(smem_optin));
+  }
   *kernel = best;
-  return check_device(a->device, *best);
+  return IOATTN_OK;
 }
 
 // Pointers, strides, shapes and score constants that both passes read.
@@ -265,8 +283,10 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
     if (kBwdPreKernels[i].dtype == a->dtype) pre = &kBwdPreKernels[i];
   }
   for (int i = 0; i < kNumBwdPostKernels; ++i) {  // it reads the kernel's dq_accum layout
-    if (kBwdPostKernels[i].dtype == a->dtype && kBwdPostKernels[i].head_dim == kernel->head_dim) {
-      post = &kBwdPostKernels[i];
+    const HelperKernelEntry &h = kBwdPostKernels[i];
+    if (h.dtype == a->dtype && h.head_dim == kernel->head_dim &&
+        h.small_smem == kernel->small_smem) {
+      post = &h;
     }
   }
   if (pre == nullptr || post == nullptr) {
