@@ -38,8 +38,18 @@ MASKS = {"full": "false", "window": "true"}
 # "per_tile_config" names an op, of that op's head dim and flag) and its block size; the host
 # header with the tile functions; the minimum compute capability it runs on.
 #
-# Backward head dims with 97 KB tiles for sm_86/89 beside the default (sm80/tile_config.h):
-BWD_SMALL_SMEM = {(64, "full"), (64, "window")}
+# The SM80 backward kernels (both modes), but for their template. Head dim 64 has 97 KB tiles
+# for sm_86/89 beside the default (sm80/tile_config.h).
+SM80_BWD = {
+    "entry_header": "sm80/bwd_entry.cuh",
+    "params": "ioattn::BwdParams",
+    "block": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_n",
+    "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
+    "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
+    "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
+    "small_smem": {(64, "full"), (64, "window")},
+    "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
+}
 
 LIBRARIES: dict[str, dict] = {
     "sm80": {
@@ -52,29 +62,9 @@ LIBRARIES: dict[str, dict] = {
                 "threads": "ioattn::sm80::fwd_tile_config({hd}, {w}).num_warps * 32",
                 "smem": "ioattn::sm80::fwd_smem_bytes({hd}, {w})",
             },
-            "bwd": {
-                "entry_header": "sm80/bwd_entry.cuh",
-                "variant": "ioattn::sm80::BwdKernelFor",
-                "params": "ioattn::BwdParams",
-                "block": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_n",
-                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
-                "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
-                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
-                "small_smem": BWD_SMALL_SMEM,
-                "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
-            },
+            "bwd": SM80_BWD | {"variant": "ioattn::sm80::BwdKernelFor"},
             # deterministic=1: the same backward with a scheduler that walks key blocks in order
-            "bwd_det": {
-                "entry_header": "sm80/bwd_entry.cuh",
-                "variant": "ioattn::sm80::BwdDeterministicKernelFor",
-                "params": "ioattn::BwdParams",
-                "block": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_n",
-                "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
-                "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
-                "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
-                "small_smem": BWD_SMALL_SMEM,
-                "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
-            },
+            "bwd_det": SM80_BWD | {"variant": "ioattn::sm80::BwdDeterministicKernelFor"},
         },
         "helpers": {
             "bwd_pre": {
