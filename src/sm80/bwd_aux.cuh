@@ -100,14 +100,29 @@ struct BwdPostprocess {
   using Layout = DqAccumLayout<kHeadDim, kSmallSmem>;
   static constexpr int kBlockM = Layout::kBlockM;
 
+  // v = the kVec floats at acc, summed over the slices (deterministic mode: always in slice
+  // order).
+  template <int kVec>
+  __device__ __forceinline__ static void load_sum(float (&v)[kVec], const float *acc,
+                                                  const BwdParams &p) {
+    using Vec = conditional_t<kVec == 4, float4, float2>;
+    *reinterpret_cast<Vec *>(v) = *reinterpret_cast<const Vec *>(acc);
+    for (int split = 1; split < p.dq_splits; ++split) {
+      const Vec w = *reinterpret_cast<const Vec *>(acc + split * p.acc_split_stride);
+      const float *wf = reinterpret_cast<const float *>(&w);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) v[i] += wf[i];
+    }
+  }
+
   // The block's rows of dq, converted, in static shared memory; rows padded by 16 bytes so
   // that the 8 rows x 4 lanes of a fragment write hit 32 distinct banks.
   static constexpr int kRowElems = kHeadDim + 8;
 
   // One CTA per (query block, head, batch): grid.x = ceil(seqlen_q / kBlockM) * num_heads *
-  // batch, blocks fastest. Thread t reads register pairs t, t + kNThreads, ... of the tile (in
-  // storage order, so the reads are coalesced) and puts each at its (row, column) of a shared
-  // tile, which then goes to dq as whole 16-byte row chunks.
+  // batch, blocks fastest. Thread t reads fragments t, t + kNThreads, ... of the tile (in
+  // storage order, so the reads are coalesced) and puts each at its rows and columns of a
+  // shared tile, which then goes to dq as whole 16-byte row chunks.
   __device__ static void run(const BwdParams &p) {
     __shared__ __align__(16) Element tile[kBlockM * kRowElems];
     const int num_m = (p.seqlen_q + kBlockM - 1) / kBlockM;
@@ -121,18 +136,17 @@ struct BwdPostprocess {
                        Layout::tile(seq, batch, p.seqlen_q, m_block) * p.acc_tile_stride +
                        head * p.acc_head_stride;
     const float s = p.grad_scale;
-    for (int f = threadIdx.x; f < Layout::kTileElems / 2; f += kNThreads) {
+    constexpr int kVec = Layout::kVec;
+    for (int u = threadIdx.x; u < Layout::kTileElems / kVec; u += kNThreads) {
       int row, col;
-      Layout::coords(f / (Layout::kNWarps * 32), f / 32 % Layout::kNWarps, f % 32, row, col);
-      float2 v = *reinterpret_cast<const float2 *>(acc + 2 * f);
-      // Deterministic mode: the slices, always summed in slice order.
-      for (int split = 1; split < p.dq_splits; ++split) {
-        const float2 w =
-            *reinterpret_cast<const float2 *>(acc + split * p.acc_split_stride + 2 * f);
-        v = make_float2(v.x + w.x, v.y + w.y);
+      Layout::coords(u / (Layout::kNWarps * 32), u / 32 % Layout::kNWarps, u % 32, row, col);
+      float v[kVec];
+      load_sum(v, acc + kVec * u, p);
+#pragma unroll
+      for (int h = 0; h < kVec / 2; ++h) {  // rows row, row + 8
+        *reinterpret_cast<uint32_t *>(tile + (row + 8 * h) * kRowElems + col) =
+            pack2<Element>(v[2 * h] * s, v[2 * h + 1] * s);
       }
-      *reinterpret_cast<uint32_t *>(tile + row * kRowElems + col) =
-          pack2<Element>(v.x * s, v.y * s);
     }
     // Barrier: every row of the shared tile is complete (its columns came from many threads).
     __syncthreads();

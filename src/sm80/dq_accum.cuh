@@ -4,10 +4,11 @@
 // warps hold their results in mma C fragments (each lane: 2 adjacent columns of rows lane/4
 // and lane/4 + 8 of every m16n8 tile), and every key block of the backward adds into the same
 // tile. Instead of row-major order, where one warp-wide 8-byte atomic would touch 8 rows (8
-// cache lines, 32 bytes each), the tile is stored in the order of the fragments: register
-// pair i of lane l of warp w lives at pair ((i * kNWarps + w) * 32 + l), so each warp-wide
-// atomic covers 256 contiguous bytes. The postprocess (sm80/bwd_aux.cuh) maps the pairs back
-// to (row, column) with the same function.
+// cache lines, 32 bytes each), the tile is stored in the order of the fragments, in units of
+// kVec floats (bwd_dq_atomic_width: a row pair, or a whole fragment, both rows): unit u of lane
+// l of warp w lives at ((u * kNWarps + w) * 32 + l) * kVec, so each warp-wide atomic covers
+// 32 kVec contiguous floats. The postprocess (sm80/bwd_aux.cuh) maps the units back to (row,
+// column) with the same function.
 //
 // Tiles past a sequence's last query rows (and columns past the caller's head dim) are padding
 // that the postprocess never reads; so the kernel's atomics need no bounds checks. Tile index of
@@ -48,28 +49,34 @@ struct DqAccumLayout {
   static_assert(kNWarps % kRowGroups == 0);
   using Dealt = typename TileKV::template DealtOffsets<kWays>;
   static constexpr int kPairs = Dealt::kPairs;  // dealt 16-column pairs per warp
-  // Register pairs (2 floats) per lane: (m16 tiles, column pairs, 2 n8 tiles, 2 row halves).
-  static constexpr int kRegPairs = kMTiles * kPairs * 2 * 2;
-  static_assert(kRegPairs * kNWarps * 32 * 2 == kTileElems, "the fragments cover the tile");
+  // m16n8 C fragments (4 floats) per lane: (m16 tiles, column pairs, 2 n8 tiles), stored in
+  // units of kVec floats.
+  static constexpr int kFrags = kMTiles * kPairs * 2;
+  static constexpr int kVec = bwd_dq_atomic_width(kHeadDim);
+  static constexpr int kUnits = kFrags * 4 / kVec;  // per lane
+  static_assert(kVec == 2 || kVec == 4);
+  static_assert(kUnits * kNWarps * 32 * kVec == kTileElems, "the fragments cover the tile");
 
   __device__ __forceinline__ static int row_group(int warp) { return warp % kRowGroups; }
   __device__ __forceinline__ static int way(int warp) { return warp / kRowGroups; }
 
-  // Register pair index of (m16 tile, column pair, n8 tile, row half).
-  __device__ __forceinline__ static constexpr int reg_pair(int mt, int pr, int t, int h) {
-    return ((mt * kPairs + pr) * 2 + t) * 2 + h;
+  // Fragment index of (m16 tile, column pair, n8 tile).
+  __device__ __forceinline__ static constexpr int frag(int mt, int pr, int t) {
+    return (mt * kPairs + pr) * 2 + t;
   }
-  // Float offset, within a tile, of register pair i of lane `lane` of warp `warp`.
-  __device__ __forceinline__ static int offset(int i, int warp, int lane) {
-    return ((i * kNWarps + warp) * 32 + lane) * 2;
+  // Float offset, within a tile, of unit u of lane `lane` of warp `warp`. Fragment j is unit
+  // j (kVec = 4), or units 2j (its row lane/4) and 2j + 1 (row lane/4 + 8).
+  __device__ __forceinline__ static int offset(int u, int warp, int lane) {
+    return ((u * kNWarps + warp) * 32 + lane) * kVec;
   }
-  // The (row, column) of the tile that register pair i of lane `lane` of warp `warp` holds
-  // (columns col and col + 1).
-  __device__ __forceinline__ static void coords(int i, int warp, int lane, int &row, int &col) {
-    const int h = i % 2;
-    const int t = (i / 2) % 2;
-    const int pr = (i / 4) % kPairs;
-    const int mt = i / (4 * kPairs);
+  // The (row, column) of the tile where unit u of lane `lane` of warp `warp` starts: its
+  // floats are columns col, col + 1 of row row (and, with kVec = 4, of row row + 8).
+  __device__ __forceinline__ static void coords(int u, int warp, int lane, int &row, int &col) {
+    const int j = kVec == 4 ? u : u / 2;
+    const int h = kVec == 4 ? 0 : u % 2;
+    const int t = j % 2;
+    const int pr = (j / 2) % kPairs;
+    const int mt = j / (2 * kPairs);
     row = (kMTiles * row_group(warp) + mt) * 16 + lane / 4 + 8 * h;
     col = TileKV::template dealt_col<kWays>(pr, way(warp)) + 8 * t + 2 * (lane % 4);
   }

@@ -439,7 +439,7 @@ struct MainloopBwd {
       }
     }
     // Into this query block's tile of dq_accum, in fragment order (sm80/dq_accum.cuh): each
-    // register pair a fixed offset from the lane's first, and no bounds checks (padding).
+    // fragment a fixed offset from the lane's first, and no bounds checks (padding).
     const int warp = threadIdx.x / 32;
     float *dq = dq_accum +
                 DqLayout::tile(seq, batch, p.seqlen_q, blk.m_begin / kBlockM) * p.acc_tile_stride +
@@ -449,12 +449,16 @@ struct MainloopBwd {
 #pragma unroll
       for (int pr = 0; pr < kPairsDQ; ++pr)
 #pragma unroll
-        for (int t = 0; t < 2; ++t)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            atomic_add2(dq + DqLayout::offset(DqLayout::reg_pair(mt, pr, t, h), 0, 0),
-                        acc[mt][pr][t][2 * h], acc[mt][pr][t][2 * h + 1]);
+        for (int t = 0; t < 2; ++t) {
+          const int j = DqLayout::frag(mt, pr, t);
+          if constexpr (DqLayout::kVec == 4) {
+            atomic_add4(dq + DqLayout::offset(j, 0, 0), acc[mt][pr][t]);
+          } else {
+            atomic_add2(dq + DqLayout::offset(2 * j, 0, 0), acc[mt][pr][t][0], acc[mt][pr][t][1]);
+            atomic_add2(dq + DqLayout::offset(2 * j + 1, 0, 0), acc[mt][pr][t][2],
+                        acc[mt][pr][t][3]);
           }
+        }
   }
 };
 

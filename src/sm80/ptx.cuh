@@ -64,14 +64,25 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
   }
 }
 
-// dst[0] += a, dst[1] += b in global memory, atomically per element (no return value). Hopper
-// has a vector reduction (one instruction for both); Ampere takes two.
+// dst[0] += a, dst[1] += b in global memory (8-byte aligned), atomically per element (no
+// return value). Hopper has a vector reduction (one instruction for both); Ampere takes two.
 __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dst), "f"(a), "f"(b) : "memory");
 #else
   atomicAdd(dst, a);
   atomicAdd(dst + 1, b);
+#endif
+}
+
+// dst[0..3] += v[0..3] in global memory (16-byte aligned), the same way.
+__device__ __forceinline__ void atomic_add4(float *dst, const float (&v)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(dst), "f"(v[0]), "f"(v[1]),
+               "f"(v[2]), "f"(v[3])
+               : "memory");
+#else
+  for (int i = 0; i < 4; ++i) atomicAdd(dst + i, v[i]);
 #endif
 }
 
