@@ -290,7 +290,8 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
     }
   }
   if (pre == nullptr || post == nullptr) {
-    return fail(IOATTN_ERR_UNSUPPORTED, "the backward helper kernels of this dtype are missing");
+    return fail(IOATTN_ERR_UNSUPPORTED,
+                "the backward helper kernels for this dtype and tile config are missing");
   }
 
   // Deterministic mode: each of dq_splits CTAs per (K/V head, batch) owns a dq_accum slice
