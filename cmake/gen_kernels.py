@@ -38,8 +38,8 @@ MASKS = {"full": "false", "window": "true"}
 # "per_tile_config" names an op, of that op's head dim and flag) and its block size; the host
 # header with the tile functions; the minimum compute capability it runs on.
 #
-# The SM80 backward kernels (both modes), but for their template. Head dim 64 has 97 KB tiles
-# for sm_86/89 beside the default (sm80/tile_config.h).
+# The SM80 backward kernels (both modes), but for their template. Every head dim has tiles for
+# GPUs with less shared memory beside the default (sm80/tile_config.h).
 SM80_BWD = {
     "entry_header": "sm80/bwd_entry.cuh",
     "params": "ioattn::BwdParams",
@@ -47,7 +47,7 @@ SM80_BWD = {
     "block_q": "ioattn::sm80::bwd_tile_config({hd}, {v}).block_m",
     "threads": "ioattn::sm80::bwd_num_threads({hd}, {v})",
     "smem": "ioattn::sm80::bwd_smem_bytes({hd}, {v})",
-    "small_smem": {(64, "full"), (64, "window")},
+    "small_smem": {(hd, mask) for hd in HEAD_DIMS for mask in MASKS},
     "has_small_smem": "ioattn::sm80::bwd_has_small_smem_variant({hd})",
 }
 
@@ -58,9 +58,12 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm80/fwd_entry.cuh",
                 "variant": "ioattn::sm80::FwdKernelFor",
                 "params": "ioattn::FwdParams",
-                "block": "ioattn::sm80::fwd_tile_config({hd}, {w}).block_m",
-                "threads": "ioattn::sm80::fwd_tile_config({hd}, {w}).num_warps * 32",
-                "smem": "ioattn::sm80::fwd_smem_bytes({hd}, {w})",
+                "block": "ioattn::sm80::fwd_tile_config({hd}, {w}, {v}).block_m",
+                "threads": "ioattn::sm80::fwd_tile_config({hd}, {w}, {v}).num_warps * 32",
+                "smem": "ioattn::sm80::fwd_smem_bytes({hd}, {w}, {v})",
+                # 96 KB tiles beside the 192 KB default, for the A100 and sm_86/89
+                "small_smem": {(256, "full")},
+                "has_small_smem": "ioattn::sm80::fwd_has_small_smem_variant({hd}, {w})",
             },
             "bwd": SM80_BWD | {"variant": "ioattn::sm80::BwdKernelFor"},
             # deterministic=1: the same backward with a scheduler that walks key blocks in order

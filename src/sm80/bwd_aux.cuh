@@ -102,16 +102,27 @@ struct BwdPostprocess {
 
   // v = the kVec floats at acc, summed over the slices (deterministic mode: always in slice
   // order).
+  __device__ __forceinline__ static void load(float (&v)[2], const float *src) {
+    const float2 w = *reinterpret_cast<const float2 *>(src);
+    v[0] = w.x;
+    v[1] = w.y;
+  }
+  __device__ __forceinline__ static void load(float (&v)[4], const float *src) {
+    const float4 w = *reinterpret_cast<const float4 *>(src);
+    v[0] = w.x;
+    v[1] = w.y;
+    v[2] = w.z;
+    v[3] = w.w;
+  }
   template <int kVec>
   __device__ __forceinline__ static void load_sum(float (&v)[kVec], const float *acc,
                                                   const BwdParams &p) {
-    using Vec = conditional_t<kVec == 4, float4, float2>;
-    *reinterpret_cast<Vec *>(v) = *reinterpret_cast<const Vec *>(acc);
+    load(v, acc);
     for (int split = 1; split < p.dq_splits; ++split) {
-      const Vec w = *reinterpret_cast<const Vec *>(acc + split * p.acc_split_stride);
-      const float *wf = reinterpret_cast<const float *>(&w);
+      float w[kVec];
+      load(w, acc + split * p.acc_split_stride);
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[i] += wf[i];
+      for (int i = 0; i < kVec; ++i) v[i] += w[i];
     }
   }
 

@@ -16,13 +16,14 @@
 
 namespace ioattn::sm80 {
 
-template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
+// kSmallSmem: the tiles for GPUs with less shared memory (tile_config.h).
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_, bool kSmallSmem>
 struct MainloopFwd {
   using Element = Element_;
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow, kSmallSmem);
   static constexpr int kStages = kCfg.stages;
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
@@ -46,7 +47,7 @@ struct MainloopFwd {
     Element k[kStages][TileKV::kElems];
     Element v[kStages][TileKV::kElems];
   };
-  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
+  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim, Mask::kIsWindow, kSmallSmem));
 
   float acc_o[kMT][kDT][4];  // (MMA_M, MMA_N = head_dim/8, 4): this warp's rows of O, fp32
   uint32_t q_frag[kQInRegs ? kMT : 1][kQInRegs ? kKT : 1][4];  // (MMA_M, MMA_K, 4) when kQInRegs

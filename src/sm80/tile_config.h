@@ -31,7 +31,11 @@ struct FwdTileConfig {
   int stages;
 };
 
-IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window) {
+// small_smem: the tiles for GPUs with less shared memory per block (an A100 allows 163 KB,
+// sm_86/89 99 KB), where a (head dim, mask) has them (fwd_has_small_smem_variant); the host
+// runs them where the default ones do not fit the device.
+IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window,
+                                                           bool small_smem) {
 #ifdef IOATTN_TILE_HEAD_DIM
   // Tuning builds only (CMake IOATTN_SM80_FWD_TILE_OVERRIDE, see ci/tune_sm80.py).
   if (head_dim == IOATTN_TILE_HEAD_DIM) {
@@ -48,16 +52,21 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
       return {128, 64, 4, false, 2, 1};
     case 192:
       return {64, 64, 4, true, 2, 1};
-    default:  // 256
-      return window ? FwdTileConfig{64, 64, 4, false, 2, 1}
-                    : FwdTileConfig{128, 64, 8, false, 1, 2};
+    default:  // 256: without a mask 192 KB, or the 96 KB tiles of the window mask (H100: 1-3%
+              // slower from 2k on)
+      return window || small_smem ? FwdTileConfig{64, 64, 4, false, 2, 1}
+                                  : FwdTileConfig{128, 64, 8, false, 1, 2};
   }
+}
+
+IOATTN_HOST_DEVICE constexpr bool fwd_has_small_smem_variant(int head_dim, bool window) {
+  return head_dim == 256 && !window;
 }
 
 // Dynamic shared memory of the forward kernel: the Q tile (reused to stage O) and `stages`
 // K and V tiles, 2 bytes per element.
-IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
-  const FwdTileConfig c = fwd_tile_config(head_dim, window);
+IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window, bool small_smem) {
+  const FwdTileConfig c = fwd_tile_config(head_dim, window, small_smem);
   return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }
 
@@ -71,12 +80,12 @@ IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window) {
 // bounds this kernel on an H100 (ncu: LDSM wavefronts track the time; measured +4-7% over one
 // tile).
 //
-//  hdim    N    M  warps (n x d)  key tiles  smem (KB)
-//    64  128  128     4 x 2           2          162
-//    96  128   64     4 x 2           2          129
-//   128  128   64     4 x 2           2          161
-//   192   64   64     2 x 4           2          161
-//   256   64   64     2 x 4           2          209
+//  hdim    N    M  warps (n x d)  key tiles  smem (KB)   small_smem: N    M  warps  tiles  KB
+//    64  128  128     4 x 2           2          162               128   64  4 x 2    2    97
+//    96  128   64     4 x 2           2          129                64   64  4 x 2    1    89
+//   128  128   64     4 x 2           2          161                64   32  4 x 2    1    73
+//   192   64   64     2 x 4           2          161                32   32  2 x 2    1    77
+//   256   64   64     2 x 4           2          209                64   32  4 x 2    1   137
 struct BwdTileConfig {
   int block_n;
   int block_m;
@@ -86,9 +95,10 @@ struct BwdTileConfig {
   int key_tiles;  // m16 tiles of keys per key group: block_n = 16 * key_tiles * warps_n
 };
 
-// small_smem: the tiles for GPUs with at most 99 KB of shared memory per block (sm_86/89),
-// where a head dim has them (bwd_has_small_smem_variant); the host runs them where the
-// default tiles do not fit the device.
+// small_smem: the tiles for GPUs with less shared memory per block, which the host runs where
+// the default ones do not fit the device: at most 97 KB for head dims 64-192 (sm_86/89 allow
+// 99 KB), 137 KB for 256 (an A100 allows 163 KB; sm_86/89 have none for it). Their speed on
+// an H100 does not matter; the default tiles run there.
 IOATTN_HOST_DEVICE constexpr BwdTileConfig bwd_tile_config(int head_dim, bool small_smem) {
 #ifdef IOATTN_BWD_TILE_HEAD_DIM
   // Tuning builds only (CMake IOATTN_SM80_BWD_TILE_OVERRIDE).
@@ -97,9 +107,23 @@ IOATTN_HOST_DEVICE constexpr BwdTileConfig bwd_tile_config(int head_dim, bool sm
             IOATTN_BWD_TILE_WARPS_D, IOATTN_BWD_TILE_MIN_BLOCKS, IOATTN_BWD_TILE_KEY_TILES};
   }
 #endif
+  if (small_smem) {
+    switch (head_dim) {
+      case 64:  // 10% slower than the default on an H100
+        return {128, 64, 4, 2, 1, 2};
+      case 96:
+        return {64, 64, 4, 2, 1, 1};
+      case 128:
+        return {64, 32, 4, 2, 1, 1};
+      case 192:
+        return {32, 32, 2, 2, 1, 1};
+      default:  // 256
+        return {64, 32, 4, 2, 1, 1};
+    }
+  }
   switch (head_dim) {
-    case 64:  // 162 KB, or 97 KB with 64-row query blocks (about 10% slower on an H100)
-      return small_smem ? BwdTileConfig{128, 64, 4, 2, 1, 2} : BwdTileConfig{128, 128, 4, 2, 1, 2};
+    case 64:
+      return {128, 128, 4, 2, 1, 2};
     case 96:
     case 128:
       return {128, 64, 4, 2, 1, 2};
@@ -115,9 +139,7 @@ IOATTN_HOST_DEVICE constexpr int bwd_dq_atomic_width(int head_dim) {
   return head_dim >= 192 ? 4 : 2;
 }
 
-IOATTN_HOST_DEVICE constexpr bool bwd_has_small_smem_variant(int head_dim) {
-  return head_dim == 64;
-}
+IOATTN_HOST_DEVICE constexpr bool bwd_has_small_smem_variant(int /*head_dim*/) { return true; }
 
 IOATTN_HOST_DEVICE constexpr int bwd_num_threads(int head_dim, bool small_smem) {
   const BwdTileConfig c = bwd_tile_config(head_dim, small_smem);

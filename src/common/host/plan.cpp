@@ -353,8 +353,7 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
       return fail(IOATTN_ERR_INVALID, "workspace must be non-NULL and 16-byte aligned");
     }
   }
-  const int64_t block_n = 64;  // the smallest key tile of any kernel bounds the grid
-  if (ceil_div(a->seqlen_k, block_n) * a->num_heads_k * a->batch > INT_MAX ||
+  if (ceil_div(a->seqlen_k, kernel->block) * a->num_heads_k * a->batch > INT_MAX ||
       ceil_div(a->seqlen_q, kernel->block_q) * a->num_heads * a->batch > INT_MAX ||
       ceil_div(rows_q, pre->num_threads / 8) * a->num_heads > INT_MAX) {
     return grid_too_large("batch * num_heads * seqlen");
