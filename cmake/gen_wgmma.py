@@ -31,41 +31,46 @@ def acc_operands(n: int) -> str:
     return ",\n      ".join(lines)
 
 
-def leaf_ss(n: int, ptx_type: str) -> str:
-    nd = n // 2
-    return (
-        "template <int kTransB>\n"
-        f"__device__ __forceinline__ void ss_n{n}_{ptx_type}(float (&d)[{nd}], uint64_t desc_a, "
-        "uint64_t desc_b, int scale_d) {\n"
-        "  asm volatile(\n"
-        '      "{\\n.reg .pred p;\\n"\n'
-        f'      "setp.ne.b32 p, %{nd + 2}, 0;\\n"\n'
-        f'      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_type}.{ptx_type} {{"\n'
-        f'      "{reg_list(0, nd)}"\n'
-        f'      "}}, %{nd}, %{nd + 1}, p, 1, 1, 0, %{nd + 3};\\n}}\\n"\n'
-        f"      : {acc_operands(n)}\n"
-        '      : "l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB));\n'
-        "}\n\n"
-    )
+# Per operand form: the A parameter(s) of the wrapper, and the A operand's PTX and constraints.
+# ss: A by shared-memory descriptor (and its transpose immediate, 0: K-major); rs: A from four
+# registers.
+A_FORMS = {
+    "ss": {
+        "params": "uint64_t desc_a, uint64_t desc_b, int scale_d",
+        "regs": 1,
+        "inputs": '"l"(desc_a), "l"(desc_b), "r"(scale_d), "n"(kTransB)',
+        "tnsp_a": ", 0",
+    },
+    "rs": {
+        "params": "const uint32_t (&a)[4], uint64_t desc_b,\n"
+        "                                                int scale_d",
+        "regs": 4,
+        "inputs": '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d),\n'
+        '        "n"(kTransB)',
+        "tnsp_a": "",
+    },
+}
 
 
-def leaf_rs(n: int, ptx_type: str) -> str:
+def leaf(kind: str, n: int, ptx_type: str) -> str:
+    """detail::<kind>_n<N>_<type>: one wgmma.mma_async m64nNk16 with fp32 accumulators."""
+    form = A_FORMS[kind]
     nd = n // 2
+    a = [f"%{nd + i}" for i in range(form["regs"])]
+    a_op = a[0] if len(a) == 1 else "{" + ", ".join(a) + "}"
+    b, scale, trans = nd + len(a), nd + len(a) + 1, nd + len(a) + 2
     return (
         "template <int kTransB>\n"
-        f"__device__ __forceinline__ void rs_n{n}_{ptx_type}(float (&d)[{nd}], "
-        "const uint32_t (&a)[4], uint64_t desc_b,\n"
-        "                                                int scale_d) {\n"
+        f"__device__ __forceinline__ void {kind}_n{n}_{ptx_type}(float (&d)[{nd}], "
+        f"{form['params']}) {{\n"
         "  asm volatile(\n"
         '      "{\\n.reg .pred p;\\n"\n'
-        f'      "setp.ne.b32 p, %{nd + 5}, 0;\\n"\n'
+        f'      "setp.ne.b32 p, %{scale}, 0;\\n"\n'
         f'      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx_type}.{ptx_type} {{"\n'
         f'      "{reg_list(0, nd)}"\n'
-        f'      "}}, {{%{nd}, %{nd + 1}, %{nd + 2}, %{nd + 3}}}, %{nd + 4}, p, 1, 1, '
-        f'%{nd + 6};\\n}}\\n"\n'
+        f'      "}}, {a_op}, %{b}, p, 1, 1{form["tnsp_a"]}, %{trans};\\n}}\\n"\n'
         f"      : {acc_operands(n)}\n"
-        '      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d),\n'
-        '        "n"(kTransB));\n'
+        f"      : {form['inputs']});\n"
         "}\n\n"
     )
 
@@ -87,8 +92,8 @@ def dispatch(kind: str, ns: tuple[int, ...], call: str) -> str:
 
 def render() -> str:
     leaves = "".join(
-        leaf(n, t)
-        for leaf, ns in ((leaf_ss, SS_N), (leaf_rs, RS_N))
+        leaf(kind, n, t)
+        for kind, ns in (("ss", SS_N), ("rs", RS_N))
         for n in ns
         for t in TYPES.values()
     )
