@@ -67,9 +67,9 @@ struct StridedTileScheduler {
 // Nor did a dynamic scheduler pay (FA3's: single tiles claimed from an atomic counter,
 // heaviest first within sections of a few heads). It evened out the CTAs' end times (ncu: SM
 // active 97% of elapsed vs 95% for pairs at hd128 causal 2k), but per-tile traces showed the
-// median tile 7-11% slower for the same number of key blocks (L2 hit rates at most 2 points
-// below the pairs'): 0-10% came with the order alone (handed out statically), the rest with the
-// handoff, which also made the producer spill around its TMA issues (24 registers). Net 1-17%
+// median tile 7-11% slower for the same number of key blocks (L2 hit rates at 2k at most 2
+// points below the pairs'): 0-10% came with the order alone (handed out statically), the rest with
+// the handoff, which also made the producer spill around its TMA issues (24 registers). Net 1-17%
 // slower at hd64/128 causal, 1k-16k.
 template <bool kPaired>
 struct PersistentTileScheduler {
