@@ -51,34 +51,49 @@ struct OnlineSoftmax {
   __device__ __forceinline__ void update_scores(float (&s)[kMT][kNT][4],
                                                 float (&correction)[kRows]) {
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
+    for (int r = 0; r < kRows; ++r) {
+      const float m_scaled = new_row_max(s, r, correction[r]);
+      exponentiate_row(s, r, m_scaled, correction[r]);
+    }
+  }
+
+  // update_scores for one row r (mt = r / 2, h = r % 2) in two steps, which an SM90 consumer
+  // places on either side of a wgmma wait: new_row_max moves the running max on, sets
+  // `correction` and returns the row's offset in the exp2 argument; exponentiate_row turns the
+  // row's scores into p and moves its sum on.
+  template <int kNT>
+  __device__ __forceinline__ float new_row_max(const float (&s)[kMT][kNT][4], int r,
+                                               float &correction) {
+    const int mt = r / 2, h = r % 2;
+    float m = row_max[r];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = 2 * mt + h;
-        float m = row_max[r];
+    for (int nt = 0; nt < kNT; ++nt) {
+      m = fmaxf(m, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
+    }
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    const float m_scaled = m == neg_inf() ? 0.f : m * scale_log2;
+    // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
+    correction = exp2_approx(row_max[r] * scale_log2 - m_scaled);
+    row_max[r] = m;
+    return m_scaled;
+  }
+
+  template <int kNT>
+  __device__ __forceinline__ void exponentiate_row(float (&s)[kMT][kNT][4], int r, float m_scaled,
+                                                   float correction) {
+    const int mt = r / 2, h = r % 2;
+    float sum = 0.f;
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          m = fmaxf(m, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
-        }
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        const float m_scaled = m == neg_inf() ? 0.f : m * scale_log2;
-        // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
-        correction[r] = exp2_approx(row_max[r] * scale_log2 - m_scaled);
-        row_max[r] = m;
-        float sum = 0.f;
+    for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = exp2_approx(fmaf(s[mt][nt][2 * h + e], scale_log2, -m_scaled));
-            s[mt][nt][2 * h + e] = p;
-            sum += p;
-          }
-        }
-        row_sum[r] = fmaf(row_sum[r], correction[r], sum);
+      for (int e = 0; e < 2; ++e) {
+        const float p = exp2_approx(fmaf(s[mt][nt][2 * h + e], scale_log2, -m_scaled));
+        s[mt][nt][2 * h + e] = p;
+        sum += p;
       }
     }
+    row_sum[r] = fmaf(row_sum[r], correction, sum);
   }
 
   template <int kDT>

@@ -87,6 +87,15 @@ __device__ __forceinline__ void order_before_wait(uint32_t addr, float value) {
   asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(addr), "f"(value) : "memory");
 }
 
+// The other direction: a shared-memory load after a wgmma_wait stays below it, and so does
+// the arithmetic that depends on its value (ptxas otherwise schedules independent arithmetic
+// as early as it can, above the wait). Load a 0 stored by order_before_wait and add it.
+__device__ __forceinline__ float load_after_wait(uint32_t addr) {
+  float value;
+  asm volatile("ld.shared.f32 %0, [%1];\n" : "=f"(value) : "r"(addr) : "memory");
+  return value;
+}
+
 // Keeps the compiler from moving accesses of an accumulator across wgmma issue / wait points
 // (the hardware reads and writes it asynchronously in between).
 template <int N>
