@@ -34,6 +34,12 @@ SEQLENS = [
 HEAD_DIMS = [40, 59, 64, 80, 96, 128, 192, 256]
 WINDOWS = [(0, 0), (16, 0), (-1, 16), (64, 64), (3, -1), (255, 17)]
 HEADS = {"mha": (6, 6), "gqa": (6, 2), "mqa": (6, 1)}
+# Per-key gains: scores grow 8x along the keys (the max keeps moving), or one key in the
+# last third scores 12x (one jump, long after the first blocks fixed the max).
+KEY_GAINS = {
+    "rising": lambda n: 1.0 + 7.0 * torch.arange(n, dtype=torch.float32) / max(n - 1, 1),
+    "spike": lambda n: torch.ones(n).index_fill_(0, torch.tensor([2 * n // 3]), 12.0),
+}
 
 
 def _ids(value: object) -> str:
@@ -55,8 +61,13 @@ def run_case(
     heads: tuple[int, int] = (6, 6),
     softmax_scale: float | None = None,
     batch: int | None = None,
+    key_gain: str | None = None,
 ) -> None:
-    """One forward vs the reference pair; checks out and lse by the FA rule."""
+    """One forward vs the reference pair; checks out and lse by the FA rule.
+
+    key_gain scales the keys along the sequence (KEY_GAINS), so that a row's running max moves
+    by large steps from one key block to another.
+    """
     reason = kernel_skip_reason(dtype, head_dim, softcap)
     if reason:
         pytest.skip(reason)
@@ -70,6 +81,8 @@ def run_case(
     if softcap > 0:
         q = q * (softcap / 4)  # logits reach the tanh region
     k = torch.randn(batch, seqlen_k, hk, head_dim, device=device, dtype=dtype)
+    if key_gain is not None:
+        k = k * KEY_GAINS[key_gain](seqlen_k).to(device, dtype)[None, :, None, None]
     v = torch.randn(batch, seqlen_k, hk, head_dim, device=device, dtype=dtype)
     out, lse, _ = ioattn.flash_attn_func(
         q,
@@ -170,6 +183,16 @@ COMBOS = [
 def test_fwd_combinations(combo: tuple) -> None:
     sq, sk, d, dtype, causal, window, softcap, heads = combo
     run_case(sq, sk, d, dtype, causal=causal, window_size=window, softcap=softcap, heads=heads)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("key_gain", list(KEY_GAINS))
+def test_fwd_moving_max(key_gain: str, head_dim: int, dtype: torch.dtype, causal: bool) -> None:
+    """Row maxima that move by large steps across key blocks (the running max and its
+    rescaling of O, which a kernel may defer while the max moves little)."""
+    run_case(339, 1023, head_dim, dtype, causal=causal, key_gain=key_gain)
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.5])

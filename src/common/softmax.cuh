@@ -26,6 +26,7 @@ struct OnlineSoftmax {
   float row_max[kRows];                  // running max of s, -inf while nothing is visible
   float row_sum[kRows];                  // this thread's partial sum of p (quad-reduced at the end)
   float scale_log2;
+  static constexpr float kLazyMaxLog2 = 8.f;  // see new_row_max
 
   __device__ explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
 #pragma unroll
@@ -42,6 +43,14 @@ struct OnlineSoftmax {
     float correction[kRows];
     update_scores(s, correction);
     rescale(o, correction);
+  }
+
+  // Whether a row of this warp moved its max (a lazy new_row_max left correction 1 if not).
+  __device__ __forceinline__ static bool any_moved(const float (&correction)[kRows]) {
+    bool moved = false;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) moved |= correction[r] != 1.f;
+    return __any_sync(0xffffffffu, moved);
   }
 
   // The first half of update: s becomes p and the running max and sums move on; o must still
@@ -61,20 +70,30 @@ struct OnlineSoftmax {
   // places on either side of a wgmma wait: new_row_max moves the running max on, sets
   // `correction` and returns the row's offset in the exp2 argument; exponentiate_row turns the
   // row's scores into p and moves its sum on.
-  template <int kNT>
+  //
+  // kLazy: the running max stays where it is unless the row's new max exceeds it by more than
+  // kLazyMaxLog2 in the exp2 domain, so p <= 2^kLazyMaxLog2 (exact: o and row_sum keep the
+  // same reference point, and p's relative rounding does not depend on its size). correction
+  // is then exactly 1, and a warp none of whose rows moved can skip the rescale of o.
+  template <bool kLazy = false, int kNT>
   __device__ __forceinline__ float new_row_max(const float (&s)[kMT][kNT][4], int r,
                                                float &correction) {
     const int mt = r / 2, h = r % 2;
-    float m = row_max[r];
+    const float m_old = row_max[r];
+    float m = m_old;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       m = fmaxf(m, fmaxf(s[mt][nt][2 * h], s[mt][nt][2 * h + 1]));
     }
     m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
     m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    // -inf - -inf is NaN: a row that still sees nothing keeps its -inf (its o and row_sum are
+    // 0, so correction 1 is as good as 0).
+    const bool keep = kLazy && !((m - m_old) * scale_log2 > kLazyMaxLog2);
+    if (keep) m = m_old;
     const float m_scaled = m == neg_inf() ? 0.f : m * scale_log2;
     // exp2(-inf) = 0 when the old max was -inf: o and row_sum are 0 then anyway.
-    correction = exp2_approx(row_max[r] * scale_log2 - m_scaled);
+    correction = keep ? 1.f : exp2_approx(m_old * scale_log2 - m_scaled);
     row_max[r] = m;
     return m_scaled;
   }
