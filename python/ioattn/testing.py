@@ -272,14 +272,20 @@ def reference_pair(
 
 
 def kernel_skip_reason(
-    dtype: torch.dtype, head_dim: int, softcap: float = 0.0, library: str | None = None
+    dtype: torch.dtype,
+    head_dim: int,
+    softcap: float = 0.0,
+    library: str | None = None,
+    exact: bool = False,
 ) -> str | None:
     """Why the built kernel library cannot run a forward of this kind (None if it can).
 
     ``library`` defaults to the one ``IOATTN_BACKEND`` forces, else sm80 (which the dispatcher
     falls back to). Reads ``ioattn_build_info()``: a pruned development build may lack a
     dtype, the large head dims (the library runs a head_dim padded up to the next compiled
-    size) or softcap. With ``IOATTN_BACKEND=reference`` nothing is skipped.
+    size) or softcap. ``exact``: the head dim itself must be compiled, for tests of one head
+    dim's own tiles (a pruned build would run it padded in a larger head dim's kernel). With
+    ``IOATTN_BACKEND=reference`` nothing is skipped.
     """
     forced = _backend.forced_backend()
     if forced == "reference":
@@ -301,4 +307,6 @@ def kernel_skip_reason(
     padded = -(-head_dim // 8) * 8
     if padded > max(dims):
         return f"this {library} build compiles {feature} only up to head_dim {max(dims)}"
+    if exact and padded not in dims:
+        return f"this {library} build has no {feature} kernel of head_dim {padded} itself"
     return None
