@@ -16,7 +16,7 @@
 // After the first key blocks that is nearly every block, which takes kDT x 4 multiplies per
 // thread out of each iteration's issue slots; the issue slots are what the two (three)
 // consumers' softmaxes contend for when they overlap. Measured on an H100 against rescaling
-// every block (IOATTN_SM90_EAGER_RESCALE), bf16, seqlen 1k-16k: +2-6% at hd64, +1-4% at hd128,
+// every block (IOATTN_SM90_EAGER_RESCALE), bf16, seqlen 1k-16k: +2-7% at hd64, +1-4% at hd128,
 // +3-5% at hd256.
 #pragma once
 
