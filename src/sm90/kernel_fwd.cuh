@@ -29,11 +29,14 @@ struct FwdKernel {
   static constexpr int kConsumers = Mainloop::kConsumerWarpgroups;
   static constexpr int kNThreads = 128 * (1 + kConsumers);
   static constexpr int kMinBlocksPerSM = 1;
-  // Registers per thread after setmaxnreg, within the 64K of an SM:
-  // two consumers 128 x 24 + 256 x 240 = 64512, three 128 x 32 + 384 x 160 = 65536.
+  // Registers per thread after setmaxnreg. They come from the pool the CTA was launched with,
+  // kNThreads x the launch's count per thread (65536 / kNThreads, rounded down to a multiple
+  // of 8), not from the SM's 64K: two consumers 128 x 24 + 256 x 240 = 64512 of 384 x 168,
+  // three 128 x 32 + 384 x 160 = 65536 of 512 x 128.
   static constexpr int kProducerRegs = kConsumers == 2 ? 24 : 32;
   static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
-  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536);
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <=
+                65536 / kNThreads / 8 * 8 * kNThreads);
 
   // One tile's coordinates, sequence, mask and the key blocks its rows visit.
   struct Work {
