@@ -261,16 +261,21 @@ struct MainloopBwd {
 #pragma unroll
           for (int i = 0; i < 4; ++i) acc_dk[mt][pr][t][i] = acc_dv[mt][pr][t][i] = 0.f;
 
-    // Iteration it visits query head head_k * group + it / n_m, query block m_blocks.begin +
-    // it % n_m: the query heads of a group share this CTA's K/V, so dK/dV sum over them here.
-    const int n_m = m_blocks.end - m_blocks.begin;
-    const int n_iters = n_m * p.group_size;
+    // The iterations visit query blocks m_blocks.begin .. end - 1 of query head head_k * group,
+    // then the same blocks of the next query head of the group, and so on: the query heads of a
+    // group share this CTA's K/V, so dK/dV sum over them here.
+    const int n_iters = (m_blocks.end - m_blocks.begin) * p.group_size;
     struct Block {
       int head;
       int m_begin;
     };
-    auto block_of = [&](int it) {
-      return Block{head_k * p.group_size + it / n_m, (m_blocks.begin + it % n_m) * kBlockM};
+    auto next_block = [&](Block b) {  // the block after b (no division in the loop)
+      b.m_begin += kBlockM;
+      if (b.m_begin == m_blocks.end * kBlockM) {
+        b.m_begin = m_blocks.begin * kBlockM;
+        ++b.head;
+      }
+      return b;
     };
     auto load_q_do = [&](int stage, Block b) {
       const Element *q =
@@ -285,27 +290,28 @@ struct MainloopBwd {
       load_tile<TileQ, kNThreads>(smem.dout[stage], dout + int64_t(b.m_begin) * p.do_row_stride,
                                   p.do_row_stride, rows, chunks_valid, tid);
     };
-    // Thread t < kBlockM reads the LSE of row t of block b, thread kBlockM + t its D. Rows past
-    // the sequence, and rows that saw no key (LSE = -inf), get LSE = +inf so that their P is
-    // exactly 0 (their dO rows are zero-filled, so D = 0 there).
-    auto read_row_stat = [&](Block b) {
-      constexpr float kLog2e = 1.4426950408889634f;
-      const int t = tid % kBlockM;
-      const int row = b.m_begin + t;
-      const bool valid = row < seq.seqlen_q;
-      if (tid < kBlockM) {
-        const float lse = valid ? p.lse[seq.lse_offset(p, batch, b.head) + row] : -neg_inf();
-        return lse == neg_inf() ? -neg_inf() : lse * kLog2e;
+    // Thread t < kBlockM loads the LSE of row t of block b, thread kBlockM + t its D; rows past
+    // the sequence load nothing (LSE +inf, D 0). Only the load happens here: the value is first
+    // used by write_row_stat, a whole iteration's GEMMs later, which hides its latency.
+    auto load_row_stat = [&](Block b) {
+      const int row = b.m_begin + tid % kBlockM;
+      const bool is_lse = tid < kBlockM;
+      float value = is_lse ? -neg_inf() : 0.f;
+      if (tid < 2 * kBlockM && row < seq.seqlen_q) {
+        value = is_lse ? p.lse[seq.lse_offset(p, batch, b.head) + row]
+                       : p.dsum[seq.row_stat_offset(batch, b.head, p.dsum_batch_stride,
+                                                    p.dsum_head_stride) +
+                                row];
       }
-      if (tid < 2 * kBlockM && valid) {
-        return p.dsum[seq.row_stat_offset(batch, b.head, p.dsum_batch_stride, p.dsum_head_stride) +
-                      row];
-      }
-      return 0.f;
+      return value;
     };
+    // Stores what load_row_stat loaded, the LSE as LSE * log2(e). Rows that saw no key (LSE =
+    // -inf) and rows past the sequence get +inf there, so that their P is exactly 0 (their dO
+    // rows are zero-filled, so D = 0 there).
     auto write_row_stat = [&](int stage, float value) {
+      constexpr float kLog2e = 1.4426950408889634f;
       if (tid < kBlockM) {
-        smem.lse_log2[stage][tid] = value;
+        smem.lse_log2[stage][tid] = value == neg_inf() ? -neg_inf() : value * kLog2e;
       } else if (tid < 2 * kBlockM) {
         smem.dsum[stage][tid - kBlockM] = value;
       }
@@ -317,13 +323,14 @@ struct MainloopBwd {
                                  rows_k, chunks_valid, tid);
     load_tile<TileKV, kNThreads>(smem.v, v + int64_t(n_begin) * p.v_row_stride, p.v_row_stride,
                                  rows_k, chunks_valid, tid);
-    load_q_do(0, block_of(0));
+    Block blk{head_k * p.group_size, m_blocks.begin * kBlockM};
+    load_q_do(0, blk);
     cp_async_commit();
-    write_row_stat(0, read_row_stat(block_of(0)));
+    write_row_stat(0, load_row_stat(blk));
 
     for (int it = 0; it < n_iters; ++it) {
       const int stage = it % 2;
-      const Block blk = block_of(it);
+      const Block next = next_block(blk);
       // In flight: Q/dO(it) (with K and V on the first iteration).
       cp_async_wait<0>();
       // Barrier: (1) Q/dO(it) and LSE/D(it), written by all threads, are visible to all;
@@ -332,10 +339,9 @@ struct MainloopBwd {
       __syncthreads();
       float next_stat = 0.f;
       if (it + 1 < n_iters) {
-        const Block next = block_of(it + 1);
         load_q_do(1 - stage, next);  // lands under this iteration's five GEMMs
         cp_async_commit();
-        next_stat = read_row_stat(next);  // its latency, too
+        next_stat = load_row_stat(next);  // its latency, too
       }
 
       const Element *sQ = smem.q[stage];
@@ -397,6 +403,7 @@ struct MainloopBwd {
       gemm_keys_dims(acc_dv, opaque(smem.kq[kPT] + key_rows), opaque(sDO), la);  // dV += P^T dO
       gemm_keys_dims(acc_dk, opaque(smem.kq[kDS] + key_rows), opaque(sQ), la);   // dK += dS^T Q
       gemm_dq(p, smem, seq, batch, blk, la, lane, dq_accum);
+      blk = next;
     }
   }
 
