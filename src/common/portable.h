@@ -27,6 +27,12 @@ static_assert(sizeof(int64_t) == 8 && sizeof(int32_t) == 4, "unexpected integer 
 
 namespace ioattn {
 
+// exp(x) = exp2(x * kLog2e): scores are scaled into the exp2 domain on the host (score_scale_log2)
+// and LSE goes back to natural log (x kLn2) in the forward and into exp2 again in the backward;
+// one definition keeps the three in agreement.
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
 template <bool kCond, class T, class F>
 struct Conditional {
   using type = T;

@@ -133,7 +133,6 @@ struct OnlineSoftmax {
   // lse = max * score_scale + log(sum), or -inf (and o = 0) for a row that saw no key.
   template <int kDT>
   __device__ __forceinline__ void finalize(float (&o)[kMT][kDT][4], float (&lse)[kRows]) {
-    constexpr float kLn2 = 0.6931471805599453f;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll

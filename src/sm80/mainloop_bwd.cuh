@@ -309,7 +309,6 @@ struct MainloopBwd {
     // -inf) and rows past the sequence get +inf there, so that their P is exactly 0 (their dO
     // rows are zero-filled, so D = 0 there).
     auto write_row_stat = [&](int stage, float value) {
-      constexpr float kLog2e = 1.4426950408889634f;
       if (tid < kBlockM) {
         smem.lse_log2[stage][tid] = value == neg_inf() ? -neg_inf() : value * kLog2e;
       } else if (tid < 2 * kBlockM) {

@@ -183,7 +183,6 @@ void fill_common(const Args *a, FwdParams &p) {
   p.head_dim = int(a->head_dim);
   p.window_left = a->window_left;
   p.window_right = a->window_right;
-  constexpr float kLog2e = 1.4426950408889634f;
   if (a->softcap > 0.f) {
     p.softcap_pre = a->softmax_scale / a->softcap;
     p.score_scale = a->softcap;
