@@ -24,6 +24,12 @@ struct BlockRange {
   int end;    // one past the last block; end <= begin means there is nothing to visit
 };
 
+// Visible key - row distances, relative to a base (Mask::distances): [lo, hi).
+struct DistanceRange {
+  int lo;
+  int hi;
+};
+
 template <bool kWindow>
 struct Mask {
   static constexpr bool kIsWindow = kWindow;
@@ -46,6 +52,28 @@ struct Mask {
       lo = lo < 0 ? 0 : lo;
       hi = hi > seqlen_k ? int64_t(seqlen_k) : hi;
       return {int(lo > seqlen_k ? seqlen_k : lo), int(hi < 0 ? 0 : hi)};
+    }
+  }
+
+  // The mask as a band of key - row distances, for fragments that hold many rows per lane:
+  // row i sees key j iff 0 <= j < seqlen_k and
+  //   (sk - sq) - left <= j - i <= (sk - sq) + right      (no edge where left / right is -1),
+  // keys_of_row's bounds rearranged. For a lane whose rows and keys are its first row and key
+  // plus compile-time offsets, `base` = first key - first row, and a pair at distance base + c
+  // is visible iff lo <= c < hi (and its key is in the sequence): two comparisons of an
+  // immediate per element instead of a row's bounds per row. An unbounded edge becomes
+  // +-2^30, beyond any c within a tile, so the comparisons stay 32-bit.
+  __device__ DistanceRange distances(int64_t base) const {
+    constexpr int64_t kUnbounded = int64_t(1) << 30;
+    if constexpr (!kWindow) {
+      return {int(-kUnbounded), int(kUnbounded)};
+    } else {
+      const int64_t shift = int64_t(seqlen_k) - seqlen_q - base;
+      int64_t lo = left < 0 ? -kUnbounded : shift - left;
+      int64_t hi = right < 0 ? kUnbounded : shift + right + 1;
+      lo = lo < -kUnbounded ? -kUnbounded : (lo > kUnbounded ? kUnbounded : lo);
+      hi = hi < -kUnbounded ? -kUnbounded : (hi > kUnbounded ? kUnbounded : hi);
+      return {int(lo), int(hi)};
     }
   }
 

@@ -211,24 +211,40 @@ struct MainloopBwd {
   }
 
   // Scores of (key, query) pairs the mask hides become -inf. Boundary blocks only. Element
-  // (mt, nt, i) of a lane is key n0 + 16 mt + lane/4 + 8*(i/2), query m_begin + 8*nt +
-  // 2*(lane%4) + i%2.
+  // (mt, nt, i) of a lane is key n0 + lane/4 + 16 mt + 8 (i/2) and query m_begin + 2 (lane%4)
+  // + j, j = 8 nt + i%2. A key sees a range of queries (Mask::distances), so the 2 kNT
+  // elements of one key row get their visibility as one bit mask (bit 2 nt + i%2), and each
+  // element costs a bit test and a select. (Per-element range checks cost ~5 instructions each:
+  // ptxas computes all 64 predicates up front and parks them in register bits.)
   __device__ __forceinline__ static void apply_mask(KeyQueryAcc &s, const Mask &mask, int m_begin,
                                                     int n0, int lane) {
+    static_assert(2 * kNT <= 31, "one bit per element of a key row");
+    const int key0 = n0 + lane / 4;
+    const DistanceRange band = mask.distances(int64_t(key0) - (m_begin + 2 * (lane % 4)));
+    const int keys_left = mask.seqlen_k - key0;  // keys key0 + [0, keys_left) exist
+    // Elements with j < x: 2 per full n8 tile below x, plus min(x % 8, 2) of the next one.
+    auto elems_below = [](int x) {
+      x = x < 0 ? 0 : (x > 8 * kNT ? 8 * kNT : x);
+      return 2 * (x / 8) + min(x % 8, 2);
+    };
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const KeyRange keys = mask.keys_of_row(m_begin + nt * 8 + 2 * (lane % 4) + e);
+      for (int h = 0; h < 2; ++h) {
+        const int key = 16 * mt + 8 * h;
+        // Visible: lo <= key - j < hi, i.e. j in [key - hi + 1, key - lo + 1), an interval
+        // whose elements are bits [first, last); none for a key past the sequence. (lo < hi:
+        // every window holds its diagonal, so first <= last.)
+        const int first = elems_below(key - band.hi + 1);
+        const int last = key < keys_left ? elems_below(key - band.lo + 1) : first;
+        const uint32_t visible = (1u << last) - (1u << first);
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
+        for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int key = n0 + 16 * mt + lane / 4 + 8 * h;
-            if (key < keys.lo || key >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
+          for (int e = 0; e < 2; ++e) {
+            if (!(visible & (1u << (2 * nt + e)))) s[mt][nt][2 * h + e] = neg_inf();
           }
       }
-    }
   }
 
   // Walks query blocks [m_blocks.begin, m_blocks.end) of every query head of the group of
@@ -268,12 +284,20 @@ struct MainloopBwd {
     struct Block {
       int head;
       int m_begin;
+      float *dq;  // this thread's first float of the block's dq_accum tile
     };
+    // dq_accum tiles are linear in the block and the head, so the block's tile pointer runs
+    // along with it: from the last block of a head to the first of the next is head_wrap.
+    const int64_t head_wrap =
+        p.acc_head_stride - int64_t(m_blocks.end - m_blocks.begin - 1) * p.acc_tile_stride;
     auto next_block = [&](Block b) {  // the block after b (no division in the loop)
       b.m_begin += kBlockM;
       if (b.m_begin == m_blocks.end * kBlockM) {
         b.m_begin = m_blocks.begin * kBlockM;
         ++b.head;
+        b.dq += head_wrap;
+      } else {
+        b.dq += p.acc_tile_stride;
       }
       return b;
     };
@@ -322,7 +346,9 @@ struct MainloopBwd {
                                  rows_k, chunks_valid, tid);
     load_tile<TileKV, kNThreads>(smem.v, v + int64_t(n_begin) * p.v_row_stride, p.v_row_stride,
                                  rows_k, chunks_valid, tid);
-    Block blk{head_k * p.group_size, m_blocks.begin * kBlockM};
+    Block blk{head_k * p.group_size, m_blocks.begin * kBlockM, nullptr};
+    blk.dq = dq_accum + DqLayout::tile(seq, batch, p.seqlen_q, m_blocks.begin) * p.acc_tile_stride +
+             int64_t(blk.head) * p.acc_head_stride + DqLayout::offset(0, warp, lane);
     load_q_do(0, blk);
     cp_async_commit();
     write_row_stat(0, load_row_stat(blk));
@@ -401,7 +427,7 @@ struct MainloopBwd {
       const int key_rows = wn * kWarpKeys * TileDS::kSubCols;
       gemm_keys_dims(acc_dv, opaque(smem.kq[kPT] + key_rows), opaque(sDO), la);  // dV += P^T dO
       gemm_keys_dims(acc_dk, opaque(smem.kq[kDS] + key_rows), opaque(sQ), la);   // dK += dS^T Q
-      gemm_dq(p, smem, seq, batch, blk, la, lane, dq_accum);
+      gemm_dq(smem, la, blk.dq);
       blk = next;
     }
   }
@@ -411,11 +437,8 @@ struct MainloopBwd {
   // or, in deterministic mode, this same thread does, later). Warp (dq_rows, dq_way) computes
   // 16 kDQMTiles rows and its dealt column pairs, the same ones for every key block; each dS
   // fragment is loaded once for all its columns, each K fragment once for all its rows.
-  template <class Block>
-  __device__ __forceinline__ static void gemm_dq(const BwdParams &p, const SharedStorage &smem,
-                                                 const SeqlenInfo &seq, int batch, Block blk,
-                                                 const LaneAddressing &la, int lane,
-                                                 float *dq_accum) {
+  __device__ __forceinline__ static void gemm_dq(const SharedStorage &smem,
+                                                 const LaneAddressing &la, float *dq) {
     float acc[kDQMTiles][kPairsDQ][2][4];  // (m16 tiles, pairs, 2 n8 tiles, 4)
 #pragma unroll
     for (int mt = 0; mt < kDQMTiles; ++mt)
@@ -444,12 +467,9 @@ struct MainloopBwd {
         }
       }
     }
-    // Into this query block's tile of dq_accum, in fragment order (sm80/dq_accum.cuh): each
-    // fragment a fixed offset from the lane's first, and no bounds checks (padding).
-    const int warp = threadIdx.x / 32;
-    float *dq = dq_accum +
-                DqLayout::tile(seq, batch, p.seqlen_q, blk.m_begin / kBlockM) * p.acc_tile_stride +
-                blk.head * p.acc_head_stride + DqLayout::offset(0, warp, lane);
+    // Into this query block's tile of dq_accum (dq: the lane's first float), in fragment order
+    // (sm80/dq_accum.cuh): each fragment a fixed offset from the lane's first, and no bounds
+    // checks (padding).
 #pragma unroll
     for (int mt = 0; mt < kDQMTiles; ++mt)
 #pragma unroll
