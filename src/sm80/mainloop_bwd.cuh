@@ -218,7 +218,8 @@ struct MainloopBwd {
   // ptxas computes all 64 predicates up front and parks them in register bits.)
   __device__ __forceinline__ static void apply_mask(KeyQueryAcc &s, const Mask &mask, int m_begin,
                                                     int n0, int lane) {
-    static_assert(2 * kNT <= 31, "one bit per element of a key row");
+    using RowBits = conditional_t<(2 * kNT < 32), uint32_t, uint64_t>;  // a bit per element
+    static_assert(2 * kNT < 64, "one bit per element of a key row");
     const int key0 = n0 + lane / 4;
     const DistanceRange band = mask.distances(int64_t(key0) - (m_begin + 2 * (lane % 4)));
     const int keys_left = mask.seqlen_k - key0;  // keys key0 + [0, keys_left) exist
@@ -237,12 +238,12 @@ struct MainloopBwd {
         // every window holds its diagonal, so first <= last.)
         const int first = elems_below(key - band.hi + 1);
         const int last = key < keys_left ? elems_below(key - band.lo + 1) : first;
-        const uint32_t visible = (1u << last) - (1u << first);
+        const RowBits visible = (RowBits(1) << last) - (RowBits(1) << first);
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            if (!(visible & (1u << (2 * nt + e)))) s[mt][nt][2 * h + e] = neg_inf();
+            if (!(visible & (RowBits(1) << (2 * nt + e)))) s[mt][nt][2 * h + e] = neg_inf();
           }
       }
   }
