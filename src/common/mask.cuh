@@ -60,9 +60,10 @@ struct Mask {
   //   (sk - sq) - left <= j - i <= (sk - sq) + right      (no edge where left / right is -1),
   // keys_of_row's bounds rearranged. For a lane whose rows and keys are its first row and key
   // plus compile-time offsets, `base` = first key - first row, and a pair at distance base + c
-  // is visible iff lo <= c < hi (and its key is in the sequence): two comparisons of an
-  // immediate per element instead of a row's bounds per row. An unbounded edge becomes
-  // +-2^30, beyond any c within a tile, so the comparisons stay 32-bit.
+  // is visible iff lo <= c < hi (and its key is in the sequence): one range per lane and
+  // block instead of a row's bounds per row (the SM80 backward turns it into a bit mask per
+  // key row). An unbounded edge becomes +-2^30, beyond any c within a tile, so the
+  // comparisons stay 32-bit.
   __device__ DistanceRange distances(int64_t base) const {
     constexpr int64_t kUnbounded = int64_t(1) << 30;
     if constexpr (!kWindow) {
