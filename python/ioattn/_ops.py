@@ -48,6 +48,38 @@ _ALIGN_ELEMS = 8  # 16 bytes of fp16/bf16
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
+def _missing() -> bool:  # stands in for a check this torch lacks: assume something is watching
+    return True
+
+
+_dispatch_modes = getattr(torch._C, "_len_torch_dispatch_stack", None)
+_function_modes = getattr(torch._C, "_is_torch_function_mode_enabled", _missing)
+_profiling = getattr(torch.autograd, "_profiler_enabled", _missing)
+_functorch_stack = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+
+
+def nothing_watching() -> bool:
+    """True when no torch dispatch or torch function mode, functorch transform or profiler
+    is active: nothing that must see ``ioattn::fwd`` / ``ioattn::bwd`` as an op."""
+    if _dispatch_modes is None or _dispatch_modes():
+        return False
+    if _functorch_stack is None or _functorch_stack() is not None:
+        return False
+    return not (_function_modes() or _profiling())
+
+
+def _direct(*tensors: Tensor | None) -> bool:
+    """True when an eager call may run the CUDA kernel function (``_fwd_cuda``, ``_bwd_cuda``)
+    itself instead of through the dispatcher, whose round trip into a Python kernel costs
+    ~20 us of host time (an H100 host), most of this op's host overhead on a small problem:
+    every tensor a plain CUDA ``torch.Tensor`` (no subclass, fake or functional tensor) and
+    nothing watching (:func:`nothing_watching`)."""
+    for t in tensors:
+        if t is not None and (type(t) is not Tensor or not t.is_cuda):
+            return False
+    return nothing_watching()
+
+
 def needs_copy(t: Tensor) -> bool:
     """True if ``t`` breaks the kernel's layout contract: data pointer not 16-byte aligned,
     last stride not 1, or a non-last stride that is not a multiple of 8 elements."""
@@ -484,12 +516,12 @@ _register_fake("ioattn::bwd", _bwd_fake, lib=_LIB)
 #
 # The kernel sits at the op's Autograd dispatch key, as torch.library.register_autograd would
 # put it, but written out: register_autograd re-binds the schema's defaults on every call
-# (~100 us per forward in torch 2.11), most of this op's host cost on a small problem.
+# (~100 us per forward in torch 2.11), most of this op's host cost on a small problem. Below
+# it, eager calls on plain CUDA tensors run the CUDA kernel functions directly (_direct).
 class _FwdAutograd(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        with torch._C._AutoDispatchBelowAutograd():  # to the CUDA / CPU / fake kernel
-            out, lse = torch.ops.ioattn.fwd.default(*args)
+        out, lse = _fwd_below_autograd(*args)
         q, k, v, cu_seqlens_q, cu_seqlens_k, *params = args
         ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
         ctx.params = tuple(params)  # max_seqlen_q ... deterministic: the bwd schema's tail
@@ -502,7 +534,9 @@ class _FwdAutograd(torch.autograd.Function):
         args = (dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, *ctx.params)
         if torch.is_grad_enabled():  # create_graph=True: through ioattn::bwd's autograd
             dq, dk, dv = torch.ops.ioattn.bwd.default(*args)
-        else:  # the usual case: straight to the kernel (nothing to record)
+        elif _direct(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k):
+            dq, dk, dv = _bwd_cuda(*args)  # the usual case: straight to the kernel function
+        else:  # below autograd (nothing to record), through the dispatcher
             with torch._C._AutoDispatchBelowAutograd():
                 dq, dk, dv = torch.ops.ioattn.bwd.default(*args)
         return (dq, dk, dv) + (None,) * (len(ctx.params) + 2)
@@ -514,6 +548,14 @@ def fwd_autograd(*args: Any) -> tuple[Tensor, Tensor]:
     q, k, v = args[:3]
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _FwdAutograd.apply(*args)
+    return _fwd_below_autograd(*args)
+
+
+def _fwd_below_autograd(*args: Any) -> tuple[Tensor, Tensor]:
+    """``ioattn::fwd`` below the Autograd key: the CUDA kernel function itself where
+    :func:`_direct` allows, else through the dispatcher (to the CUDA / CPU / fake kernel)."""
+    if _direct(*args[:5]):
+        return _fwd_cuda(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return torch.ops.ioattn.fwd.default(*args)
 
