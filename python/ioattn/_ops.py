@@ -519,12 +519,22 @@ _register_fake("ioattn::bwd", _bwd_fake, lib=_LIB)
 # (~100 us per forward in torch 2.11), most of this op's host cost on a small problem. Below
 # it, eager calls on plain CUDA tensors run the CUDA kernel functions directly (_direct).
 class _FwdAutograd(torch.autograd.Function):
+    # apply(q, k, v, cu_seqlens_q, cu_seqlens_k, params): the scalar tail of the schema
+    # (max_seqlen_q ... deterministic) travels as one tuple, since apply's host cost grows
+    # with the number of arguments (12 us less per call than 12 arguments, an H100 host).
     @staticmethod
-    def forward(ctx: Any, *args: Any) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        out, lse = _fwd_below_autograd(*args)
-        q, k, v, cu_seqlens_q, cu_seqlens_k, *params = args
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cu_seqlens_q: Tensor | None,
+        cu_seqlens_k: Tensor | None,
+        params: tuple[Any, ...],
+    ) -> tuple[Tensor, Tensor]:
+        out, lse = _fwd_below_autograd(q, k, v, cu_seqlens_q, cu_seqlens_k, *params)
         ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
-        ctx.params = tuple(params)  # max_seqlen_q ... deterministic: the bwd schema's tail
+        ctx.params = params  # the bwd schema's tail, too
         ctx.mark_non_differentiable(lse)
         return out, lse
 
@@ -539,7 +549,7 @@ class _FwdAutograd(torch.autograd.Function):
         else:  # below autograd (nothing to record), through the dispatcher
             with torch._C._AutoDispatchBelowAutograd():
                 dq, dk, dv = torch.ops.ioattn.bwd.default(*args)
-        return (dq, dk, dv) + (None,) * (len(ctx.params) + 2)
+        return dq, dk, dv, None, None, None
 
 
 def fwd_autograd(*args: Any) -> tuple[Tensor, Tensor]:
@@ -547,7 +557,7 @@ def fwd_autograd(*args: Any) -> tuple[Tensor, Tensor]:
     directly, saving the dispatcher's round trip into it."""
     q, k, v = args[:3]
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _FwdAutograd.apply(*args)
+        return _FwdAutograd.apply(q, k, v, args[3], args[4], args[5:])
     return _fwd_below_autograd(*args)
 
 
