@@ -10,23 +10,38 @@ import pytest
 import torch
 
 import ioattn
-from ioattn import _abi, _backend, reference
+from ioattn import _abi, _backend, _ops, reference
 
 CUDA0 = torch.device("cuda", 0)
 
 
 class FakeLibrary:
-    """Stands in for _abi.Library: answers fwd_supported with a fixed status."""
+    """Stands in for _abi.Library: answers fwd_supported (``asked``) and ioattn_fwd (``tried``;
+    ``launched`` when it answers OK) with a fixed status."""
 
     def __init__(self, name: str, status: int = _abi.OK, reason: str = "") -> None:
         self.name = name
         self.status = status
         self.reason = reason
         self.asked = 0
+        self.tried = 0
+        self.launched = 0
 
     def fwd_status(self, args: _abi.FwdArgs) -> int:
         self.asked += 1
         return self.status
+
+    def fwd_launch(self, args: _abi.FwdArgs) -> int:
+        self.tried += 1
+        self.launched += self.status == _abi.OK
+        return self.status
+
+    def fwd(self, args: _abi.FwdArgs) -> None:
+        self.raise_for_fwd(self.fwd_launch(args))
+
+    def raise_for_fwd(self, status: int) -> None:
+        if status != _abi.OK:
+            raise _abi.AbiError(f"{self.name}: {self.describe_status(status)}", status)
 
     def describe_status(self, status: int) -> str:
         return f"{_abi.STATUS_NAMES[status]}: {self.reason}"
@@ -176,6 +191,44 @@ def test_unsupported_everywhere_is_not_implemented(fake: Installer) -> None:
     message = str(info.value)
     assert "sm90: IOATTN_ERR_UNSUPPORTED: head_dim 256 not built" in message
     assert "sm80: IOATTN_ERR_UNSUPPORTED" in message
+
+
+def _launch() -> None:
+    _ops._launch(_backend.candidates(CUDA0), _abi.FwdArgs())
+
+
+def test_launch_is_one_call_when_the_preferred_library_runs_it(fake: Installer) -> None:
+    sm80, sm90 = FakeLibrary("sm80"), FakeLibrary("sm90")
+    fake((9, 0), sm80=sm80, sm90=sm90)
+    _launch()
+    assert (sm90.tried, sm90.asked, sm90.launched) == (1, 0, 1)
+    assert (sm80.tried, sm80.asked) == (0, 0)
+
+
+def test_launch_falls_back_when_the_preferred_library_declines(fake: Installer) -> None:
+    sm80 = FakeLibrary("sm80")
+    sm90 = FakeLibrary("sm90", _abi.ERR_UNSUPPORTED, "no softcap kernel")
+    fake((9, 0), sm80=sm80, sm90=sm90)
+    _launch()
+    assert (sm90.launched, sm80.launched) == (0, 1)
+
+
+def test_launch_failure_is_not_retried_elsewhere(fake: Installer) -> None:
+    sm80 = FakeLibrary("sm80")
+    sm90 = FakeLibrary("sm90", _abi.ERR_CUDA, "launch failed")
+    fake((9, 0), sm80=sm80, sm90=sm90)
+    with pytest.raises(_abi.AbiError, match="IOATTN_ERR_CUDA: launch failed"):
+        _launch()
+    assert (sm80.tried, sm80.asked) == (0, 0)
+
+
+def test_launch_unsupported_everywhere_is_not_implemented(fake: Installer) -> None:
+    sm80 = FakeLibrary("sm80", _abi.ERR_UNSUPPORTED, "head_dim 256 not built")
+    sm90 = FakeLibrary("sm90", _abi.ERR_UNSUPPORTED, "head_dim 256 not built")
+    fake((9, 0), sm80=sm80, sm90=sm90)
+    with pytest.raises(NotImplementedError, match="sm80: IOATTN_ERR_UNSUPPORTED"):
+        _launch()
+    assert sm80.launched == sm90.launched == 0
 
 
 def test_invalid_args_is_runtime_error(fake: Installer) -> None:

@@ -297,7 +297,16 @@ class Library:
 
     def fwd(self, args: FwdArgs) -> None:
         """Launch the forward pass on ``args.stream``; raises :class:`AbiError` on failure."""
-        status = self._fwd(ctypes.byref(args))
+        self.raise_for_fwd(self.fwd_launch(args))
+
+    def fwd_launch(self, args: FwdArgs) -> int:
+        """Launch the forward pass on ``args.stream`` and return ``ioattn_fwd``'s status. The
+        library plans before it launches: a refusal (``ERR_UNSUPPORTED``, ...) launched
+        nothing."""
+        return int(self._fwd(ctypes.byref(args)))
+
+    def raise_for_fwd(self, status: int) -> None:
+        """:class:`AbiError` for an ``ioattn_fwd`` status other than ``OK``."""
         if status != OK:
             raise AbiError(
                 f"ioattn ({self.name}): ioattn_fwd failed: {self.describe_status(status)}", status

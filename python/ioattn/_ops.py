@@ -279,9 +279,19 @@ def _fwd_cuda(
 
 
 def _launch(cands: tuple[_backend.Backend, ...], args: _abi.FwdArgs) -> None:
-    backend = _backend.pick(cands, args)
-    assert backend.library is not None
-    backend.library.fwd(args)
+    """Runs ``args`` on the first candidate library that supports them. The preferred one is
+    simply asked to launch (one C call: ioattn_fwd plans first and launches nothing when it
+    declines); only when it answers ERR_UNSUPPORTED does ``pick`` find the next one, or
+    collect every library's reason."""
+    first = cands[0].library
+    assert first is not None
+    status = first.fwd_launch(args)
+    if status == _abi.ERR_UNSUPPORTED:
+        backend = _backend.pick(cands, args)
+        assert backend.library is not None
+        backend.library.fwd(args)
+    else:
+        first.raise_for_fwd(status)
 
 
 def _bwd_reference(
