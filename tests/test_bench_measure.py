@@ -180,6 +180,25 @@ def test_host_us_per_call_rejects_zero() -> None:
         overhead.host_us_per_call(lambda: None, calls=0)
 
 
+@pytest.mark.parametrize("runs", [1, timing.OVERHEAD_MIN_LOOPS + 2])
+def test_overhead_takes_the_best_of_several_loops(
+    monkeypatch: pytest.MonkeyPatch, runs: int
+) -> None:
+    """Host overhead is the best of at least OVERHEAD_MIN_LOOPS loops, even with --runs 1."""
+    loops: list[int] = []
+
+    def fake_us(call: Any, calls: int, runs: int, sync: Any = None) -> float:
+        loops.append(runs)
+        return 1.0
+
+    monkeypatch.setattr(overhead, "host_us_per_call", fake_us)
+    device = timing.CudaDevice(
+        warmup=1, reps=2, runs=runs, overhead_calls=2, device="cpu", flush_bytes=1 << 16
+    )
+    device.overhead(methods._sdpa_make(SHAPE), Shape(1, 64, 2, 32, False), "bf16", "fwd")
+    assert loops == [max(runs, timing.OVERHEAD_MIN_LOOPS)]
+
+
 @pytest.mark.parametrize("pass_", ["fwd", "fwdbwd"])
 def test_overhead_pass_call(pass_: str) -> None:
     x = _inputs(Shape(1, 128, 2, 64, False))

@@ -31,6 +31,7 @@ from ioattn.bench.report import OOM
 from ioattn.bench.shapes import Shape
 
 FLUSH_BYTES = 256 * 1024 * 1024
+OVERHEAD_MIN_LOOPS = 5  # host-overhead loops per (method, pass), whatever --runs says
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -226,8 +227,14 @@ class CudaDevice:
     def overhead(self, fn: AttnFn, shape: Shape, dtype: str, pass_: str) -> float:
         inputs = self._inputs(shape, dtype, grad=pass_ != "fwd")
         call = overhead.pass_call(fn, inputs.q, inputs.k, inputs.v, inputs.dout, pass_)
+        # Host wall clock is noisy: with one loop (--runs 1) a method's number moved 2x
+        # between runs minutes apart on an H100 host. A loop costs ~0.1 s, so take the best of
+        # at least OVERHEAD_MIN_LOOPS in every mode.
         return overhead.host_us_per_call(
-            call, calls=self.overhead_calls, runs=self.runs, sync=torch.cuda.synchronize
+            call,
+            calls=self.overhead_calls,
+            runs=max(OVERHEAD_MIN_LOOPS, self.runs),
+            sync=torch.cuda.synchronize,
         )
 
     def release(self, collect: bool = False) -> None:
