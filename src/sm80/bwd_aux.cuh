@@ -1,7 +1,8 @@
 // The backward's memory-bound helpers:
 //   BwdPreprocess   dsum = rowsum(dO o O) in fp32, per query row and head (per element type;
 //                   it walks the rows of q: row r of rows_q is (b, s) = (r / seqlen_q,
-//                   r % seqlen_q) for a dense batch and the packed row r for varlen);
+//                   r % seqlen_q) for a dense batch and the packed row r for varlen), and
+//                   zeroes dq_accum for the main kernel's atomics;
 //   BwdPostprocess  dq = (sum of the dq_accum slices) * softmax_scale, converted to the
 //                   element type (per element type and backward tile config, head dim and
 //                   small_smem: it reads the kernel's fragment-ordered dq_accum tiles,
@@ -49,8 +50,21 @@ struct BwdPreprocess {
   static constexpr int kLanesPerRow = 8;  // one 16-byte chunk each, strided over the row
   static constexpr int kRowsPerCta = kNThreads / kLanesPerRow;
 
+  // The main kernel adds dQ into dq_accum, so it starts at zero: its max(1, dq_splits) slices
+  // of acc_split_stride floats (a multiple of 64: plan_bwd pads a slice to 256 bytes) are
+  // cleared here in 16-byte stores strided over the whole grid, in place of a memset launch.
+  __device__ static void clear_dq_accum(const BwdParams &p) {
+    const int64_t n4 = (p.dq_splits > 0 ? p.dq_splits : 1) * p.acc_split_stride / 4;
+    float4 *acc = reinterpret_cast<float4 *>(p.dq_accum);
+    const int64_t stride = int64_t(gridDim.x) * kNThreads;
+    for (int64_t i = int64_t(blockIdx.x) * kNThreads + threadIdx.x; i < n4; i += stride) {
+      acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+
   // grid.x = ceil(rows_q / kRowsPerCta) * num_heads, the head fastest.
   __device__ static void run(const BwdParams &p) {
+    clear_dq_accum(p);
     const int64_t idx = blockIdx.x;
     const int head = int(idx % p.num_heads);
     const int64_t r = (idx / p.num_heads) * kRowsPerCta + threadIdx.x / kLanesPerRow;

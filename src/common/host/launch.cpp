@@ -11,16 +11,12 @@ cudaError_t launch_bwd(const KernelEntry &kernel, const HelperKernelEntry &pre,
                        cudaStream_t stream) {
   const int64_t rows_heads = params.rows_q * params.num_heads;
   if (rows_heads > 0) {
-    // dq_accum: max(1, dq_splits) slices, see plan_bwd.
-    const int64_t slices = params.dq_splits > 0 ? params.dq_splits : 1;
-    cudaError_t err = cudaMemsetAsync(
-        params.dq_accum, 0, size_t(slices * params.acc_split_stride) * sizeof(float), stream);
-    if (err != cudaSuccess) return err;
-    // Preprocess: kBwdHelperThreads / 8 rows per CTA, the head fastest.
+    // Preprocess: kBwdHelperThreads / 8 rows per CTA, the head fastest. It also zeroes
+    // dq_accum (all max(1, dq_splits) slices, see plan_bwd) for the main kernel's atomics.
     const int64_t rows_per_cta = pre.num_threads / 8;
-    err = launch_kernel(pre.kernel, pre.image, pre.symbol,
-                        ceil_div(params.rows_q, rows_per_cta) * params.num_heads, pre.num_threads,
-                        0, params, stream);
+    const cudaError_t err = launch_kernel(pre.kernel, pre.image, pre.symbol,
+                                          ceil_div(params.rows_q, rows_per_cta) * params.num_heads,
+                                          pre.num_threads, 0, params, stream);
     if (err != cudaSuccess) return err;
   }
   // Main kernel: grid.x = key-block slots * K/V heads * batch (SingleTileScheduler over keys);
