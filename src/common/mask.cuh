@@ -41,40 +41,47 @@ struct Mask {
   __device__ Mask(const FwdParams &p, int seqlen_q_, int seqlen_k_)
       : seqlen_q(seqlen_q_), seqlen_k(seqlen_k_), left(p.window_left), right(p.window_right) {}
 
+  // The window around `diag` (the key aligned with a row, or a distance): [diag - left,
+  // diag + right + 1), a missing edge at -unbounded / +unbounded. The one place the edges
+  // are defined; keys_of_row and distances clamp them to their own ranges.
+  struct Edges {
+    int64_t lo;
+    int64_t hi;
+  };
+  __device__ Edges edges(int64_t diag, int64_t unbounded) const {
+    return {left < 0 ? -unbounded : diag - left, right < 0 ? unbounded : diag + right + 1};
+  }
+  __device__ static int64_t clamp(int64_t x, int64_t lo, int64_t hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
+  }
+
   // Visible keys of query row `row` (0-based within the sequence).
   __device__ KeyRange keys_of_row(int row) const {
     if constexpr (!kWindow) {
       return {0, seqlen_k};
     } else {
-      const int64_t diag = int64_t(row) + seqlen_k - seqlen_q;  // key aligned with this row
-      int64_t lo = left < 0 ? 0 : diag - left;
-      int64_t hi = right < 0 ? int64_t(seqlen_k) : diag + right + 1;
-      lo = lo < 0 ? 0 : lo;
-      hi = hi > seqlen_k ? int64_t(seqlen_k) : hi;
-      return {int(lo > seqlen_k ? seqlen_k : lo), int(hi < 0 ? 0 : hi)};
+      // A missing edge at -+seqlen_k: the clamp to the sequence turns it into 0 / seqlen_k.
+      const Edges e = edges(int64_t(row) + seqlen_k - seqlen_q, seqlen_k);
+      return {int(clamp(e.lo, 0, seqlen_k)), int(clamp(e.hi, 0, seqlen_k))};
     }
   }
 
   // The mask as a band of key - row distances, for fragments that hold many rows per lane:
   // row i sees key j iff 0 <= j < seqlen_k and
   //   (sk - sq) - left <= j - i <= (sk - sq) + right      (no edge where left / right is -1),
-  // keys_of_row's bounds rearranged. For a lane whose rows and keys are its first row and key
-  // plus compile-time offsets, `base` = first key - first row, and a pair at distance base + c
-  // is visible iff lo <= c < hi (and its key is in the sequence): one range per lane and
-  // block instead of a row's bounds per row (the SM80 backward turns it into a bit mask per
-  // key row). An unbounded edge becomes +-2^30, beyond any c within a tile, so the
+  // keys_of_row's edges relative to the row. For a lane whose rows and keys are its first row
+  // and key plus compile-time offsets, `base` = first key - first row, and a pair at distance
+  // base + c is visible iff lo <= c < hi (and its key is in the sequence): one range per lane
+  // and block instead of a row's bounds per row (the SM80 backward turns it into a bit mask
+  // per key row). A missing edge becomes +-2^30, beyond any c within a tile, so the
   // comparisons stay 32-bit.
   __device__ DistanceRange distances(int64_t base) const {
     constexpr int64_t kUnbounded = int64_t(1) << 30;
     if constexpr (!kWindow) {
       return {int(-kUnbounded), int(kUnbounded)};
     } else {
-      const int64_t shift = int64_t(seqlen_k) - seqlen_q - base;
-      int64_t lo = left < 0 ? -kUnbounded : shift - left;
-      int64_t hi = right < 0 ? kUnbounded : shift + right + 1;
-      lo = lo < -kUnbounded ? -kUnbounded : (lo > kUnbounded ? kUnbounded : lo);
-      hi = hi < -kUnbounded ? -kUnbounded : (hi > kUnbounded ? kUnbounded : hi);
-      return {int(lo), int(hi)};
+      const Edges e = edges(int64_t(seqlen_k) - seqlen_q - base, kUnbounded);
+      return {int(clamp(e.lo, -kUnbounded, kUnbounded)), int(clamp(e.hi, -kUnbounded, kUnbounded))};
     }
   }
 
