@@ -58,12 +58,10 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm80/fwd_entry.cuh",
                 "variant": "ioattn::sm80::FwdKernelFor",
                 "params": "ioattn::FwdParams",
-                "block": "ioattn::sm80::fwd_tile_config({hd}, {w}, {v}).block_m",
-                "threads": "ioattn::sm80::fwd_tile_config({hd}, {w}, {v}).num_warps * 32",
-                "smem": "ioattn::sm80::fwd_smem_bytes({hd}, {w}, {v})",
-                # 96 KB tiles beside the 192 KB default, for the A100 and sm_86/89
-                "small_smem": {(256, "full")},
-                "has_small_smem": "ioattn::sm80::fwd_has_small_smem_variant({hd}, {w})",
+                # one tile config per head dim, for every mask and GPU (96 KB at most)
+                "block": "ioattn::sm80::fwd_tile_config({hd}).block_m",
+                "threads": "ioattn::sm80::fwd_tile_config({hd}).num_warps * 32",
+                "smem": "ioattn::sm80::fwd_smem_bytes({hd})",
             },
             "bwd": SM80_BWD | {"variant": "ioattn::sm80::BwdKernelFor"},
             # deterministic=1: the same backward with a scheduler that walks key blocks in order

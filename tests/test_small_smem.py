@@ -1,8 +1,8 @@
 """Kernels for GPUs with less shared memory per block than an H100 (an A100 allows 163 KB,
-sm_86/89 99 KB). Beside its default tiles, the SM80 forward at head dim 256 without a mask has
-96 KB ones (the default takes 192 KB), and the backward has smaller tiles at every head dim
-(97 KB at most for 64-192, 137 KB for 256). The library takes them only where the default
-ones do not fit. ``IOATTN_MAX_SMEM_PER_BLOCK`` makes it plan as if the GPU allowed no more
+sm_86/89 99 KB). The SM80 forward's tiles take 96 KB at most, so every GPU runs its default
+kernels; beside its default tiles, the backward has smaller ones at every head dim (97 KB at
+most for 64-192, 137 KB for 256), which the library takes only where the default ones do not
+fit. ``IOATTN_MAX_SMEM_PER_BLOCK`` makes it plan as if the GPU allowed no more
 than that, so these tests run on any larger GPU."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def smem_limit(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("limit", [A100_SMEM_PER_BLOCK, SM86_SMEM_PER_BLOCK], ids=["a100", "sm86"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=ids)
-def test_fwd_hd256_small_smem(smem_limit, dtype: torch.dtype, limit: int) -> None:
+def test_fwd_hd256_on_smaller_gpus(smem_limit, dtype: torch.dtype, limit: int) -> None:
     reason = kernel_skip_reason(dtype, 256, 0.0, exact=True)
     if reason:
         pytest.skip(reason)

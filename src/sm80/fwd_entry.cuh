@@ -17,16 +17,15 @@
 
 namespace ioattn::sm80 {
 
-// kSmallSmem: the tiles for GPUs with less shared memory (tile_config.h).
-template <class Element, int kHeadDim, bool kWindow, bool kSoftcap, bool kSmallSmem>
+template <class Element, int kHeadDim, bool kWindow, bool kSoftcap>
 struct FwdKernelFor {
   using ScoreMod = conditional_t<kSoftcap, TanhSoftcap, NoSoftcap>;
-  using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod, kSmallSmem>;
+  using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod>;
   using type = FwdKernel<Mainloop, EpilogueFwd<Mainloop>, SingleTileScheduler<kWindow>>;
 
   // The host launches from tile_config.h alone (block size, grid; the mainloop checks the
   // shared-memory size against fwd_smem_bytes), so the kernel must agree with it exactly.
-  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow, kSmallSmem);
+  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim);
   static_assert(type::kNThreads == kConfig.num_warps * 32, "host and kernel disagree: threads");
   static_assert(type::kBlockM == kConfig.block_m, "host and kernel disagree: block_m");
 };

@@ -16,15 +16,15 @@
 
 namespace ioattn::sm80 {
 
-// kSmallSmem: the tiles for GPUs with less shared memory (tile_config.h).
-template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_, bool kSmallSmem>
+template <class Element_, int kHeadDim_, class Mask_, class ScoreMod_>
 struct MainloopFwd {
   using Element = Element_;
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow, kSmallSmem);
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim);
   static constexpr int kStages = kCfg.stages;
+  static constexpr bool kEarlyK = kCfg.early_k;
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kNWarps = kCfg.num_warps;
@@ -47,7 +47,7 @@ struct MainloopFwd {
     Element k[kStages][TileKV::kElems];
     Element v[kStages][TileKV::kElems];
   };
-  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim, Mask::kIsWindow, kSmallSmem));
+  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim));
 
   float acc_o[kMT][kDT][4];  // (MMA_M, MMA_N = head_dim/8, 4): this warp's rows of O, fp32
   uint32_t q_frag[kQInRegs ? kMT : 1][kQInRegs ? kKT : 1][4];  // (MMA_M, MMA_K, 4) when kQInRegs
@@ -182,10 +182,13 @@ struct MainloopFwd {
       cp_async_commit();  // group: V(first)
     }
 
-    // S = Q.K^T of one block, score mod, boundary mask, online softmax; returns P packed.
-    auto scores = [&](PFrag &p_frag, const Element *sK, int n_block) {
-      float acc_s[kMT][kNT][4];  // (MMA_M, MMA_N = kBlockN/8, 4)
+    using AccS = float[kMT][kNT][4];  // (MMA_M, MMA_N = kBlockN/8, 4)
+    // S = Q.K^T of one block.
+    auto qk = [&](AccS &acc_s, const Element *sK) {
       gemm_qk(acc_s, opaque(sQ_warp), opaque(sK), la);
+    };
+    // Score mod, boundary mask, online softmax: S becomes P, packed.
+    auto softmax_step = [&](PFrag &p_frag, AccS &acc_s, int n_block) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -225,7 +228,11 @@ struct MainloopFwd {
         cp_async_commit();
         if (it + 1 < n_iters) load_kv(smem.v[1 - stage], v, p.v_row_stride, n_block - 1);
         cp_async_commit();
-        scores(p_frag, smem.k[stage], n_block);
+        {
+          AccS acc_s;
+          qk(acc_s, smem.k[stage]);
+          softmax_step(p_frag, acc_s, n_block);
+        }
         // In flight: V(it), K(it+1), V(it+1). Wait for V(it).
         cp_async_wait<2>();
         // Barrier: V(it), copied by all threads, is visible to all.
@@ -238,17 +245,20 @@ struct MainloopFwd {
         // it-1, so the single V buffer may be refilled.
         __syncthreads();
         if (it == 0) load_q_regs();
-        load_kv(smem.v[0], v, p.v_row_stride, n_block);  // lands under Q.K^T and the softmax
+        load_kv(smem.v[0], v, p.v_row_stride, n_block);  // lands under Q.K^T (and the softmax)
         cp_async_commit();
-        scores(p_frag, smem.k[0], n_block);
+        AccS acc_s;
+        qk(acc_s, smem.k[0]);
+        if constexpr (!kEarlyK) softmax_step(p_frag, acc_s, n_block);
         cp_async_wait<0>();
         // Barrier: (1) V(it) is visible to all; (2) every warp has finished Q.K^T of this
         // iteration, so the single K buffer may be refilled.
         __syncthreads();
         if (it + 1 < n_iters) {
-          load_kv(smem.k[0], k, p.k_row_stride, n_block - 1);  // lands under P.V
+          load_kv(smem.k[0], k, p.k_row_stride, n_block - 1);  // lands under (the softmax and) P.V
           cp_async_commit();
         }
+        if constexpr (kEarlyK) softmax_step(p_frag, acc_s, n_block);
         gemm_pv(p_frag, opaque(smem.v[0]), la);
       }
     }

@@ -2,21 +2,32 @@
 //
 // kBlockM query rows per CTA, split over kNWarps warps (16 * kMT rows each); kBlockN keys per
 // pipeline stage; `stages` K/V buffers (2: the next block is prefetched a whole iteration
-// ahead; 1: V loads under Q.K^T and the next K under P.V, FA2's scheme, for half the shared
-// memory). kQInRegs keeps the Q fragments in registers for the whole tile (saves the A-operand
-// shared-memory reads of every Q.K^T) where registers allow. kMinBlocksPerSM is the occupancy
-// the register budget is tuned for. Chosen on an H100 with ci/tune_sm80.py (ratios to SDPA's
-// FLASH_ATTENTION backend in the same run); where a tile is short (causal, or a large head dim)
-// a second CTA per SM, bought with single-buffered K/V, hides each tile's prologue.
+// ahead; 1: V loads under Q.K^T and the next K under P.V, for half the shared memory). With one
+// stage, `early_k` issues the next K load right after Q.K^T, before the softmax (FA2's order: K
+// then lands under the softmax and P.V, V under Q.K^T alone); without it the load waits until
+// the softmax is done (V lands under Q.K^T and the softmax, K under P.V). kQInRegs keeps the Q
+// fragments in registers for the whole tile (saves the A-operand shared-memory reads of every
+// Q.K^T) where registers allow. kMinBlocksPerSM is the occupancy the register budget is tuned
+// for. Chosen on an H100 with ci/tune_sm80.py (ratios to SDPA's FLASH_ATTENTION backend in the
+// same run); where a tile is short (causal, or a large head dim) a second CTA per SM, bought
+// with single-buffered K/V, hides each tile's prologue.
 //
-//  hdim  mask    M    N  warps stages  Q in regs  smem (KB)  CTAs/SM (H100)
-//    64  any    128   64   4     2       yes         48          2
-//    96  any    128   64   4     2       no          72          2
-//   128  any    128   64   4     1       no          64          2
-//   192  any     64   64   4     1       yes         72          2
-//   256  full   128   64   8     2       no         192          1
-//   256  window  64   64   4     1       no          96          2
-//   256  full, small_smem (A100, sm_86/89): the window tiles, 96 KB
+//  hdim    M    N  warps stages early_k  Q in regs  smem (KB)  CTAs/SM (H100)
+//    64  128   64   4     2       -        yes         48          2
+//    96  128   64   4     2       -        no          72          2
+//   128  128   64   4     1       no       no          64          2
+//   192   64   64   4     1       yes      yes         72          2
+//   256   64   64   4     1       yes      no          96          2
+//
+// The same tiles serve every mask, and every GPU from sm_80 on: the largest takes 96 KB (sm_86
+// and sm_89 allow 99 KB per block).
+//
+// early_k measured on an H100 (bf16, same-run ratio to SDPA flash, seqlen 512-16k): hd256
+// causal +4-7%, hd192 without a mask +2-7% (4k: +3-9%), causal unchanged: with 16-row warps
+// the softmax is short and K is the load that lacked time; hd128 -2..-8% (its 32-row warps'
+// longer softmax is what V needs to land under). With it, hd256's 96 KB tile (two CTAs per SM)
+// beats the 192 KB one it replaced without a mask (128 x 64, 8 warps, two stages): +3-9% at
+// 512-8k, -1..-3% at 16k.
 #pragma once
 
 #include "common/portable.h"
@@ -30,44 +41,36 @@ struct FwdTileConfig {
   bool q_in_regs;
   int min_blocks_per_sm;
   int stages;
+  bool early_k;  // one stage: the next K load is issued before the softmax (above)
 };
 
-// small_smem: the tiles for GPUs with less shared memory per block (an A100 allows 163 KB,
-// sm_86/89 99 KB), where a (head dim, mask) has them (fwd_has_small_smem_variant); the host
-// runs them where the default ones do not fit the device.
-IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window,
-                                                           bool small_smem) {
+IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim) {
 #ifdef IOATTN_TILE_HEAD_DIM
   // Tuning builds only (CMake IOATTN_SM80_FWD_TILE_OVERRIDE, see ci/tune_sm80.py).
   if (head_dim == IOATTN_TILE_HEAD_DIM) {
     return {IOATTN_TILE_BLOCK_M,        IOATTN_TILE_BLOCK_N,    IOATTN_TILE_WARPS,
-            IOATTN_TILE_Q_IN_REGS != 0, IOATTN_TILE_MIN_BLOCKS, IOATTN_TILE_STAGES};
+            IOATTN_TILE_Q_IN_REGS != 0, IOATTN_TILE_MIN_BLOCKS, IOATTN_TILE_STAGES,
+            IOATTN_TILE_EARLY_K != 0};
   }
 #endif
   switch (head_dim) {
     case 64:
-      return {128, 64, 4, true, 2, 2};
+      return {128, 64, 4, true, 2, 2, false};
     case 96:
-      return {128, 64, 4, false, 2, 2};
+      return {128, 64, 4, false, 2, 2, false};
     case 128:
-      return {128, 64, 4, false, 2, 1};
+      return {128, 64, 4, false, 2, 1, false};
     case 192:
-      return {64, 64, 4, true, 2, 1};
-    default:  // 256: without a mask 192 KB, or the 96 KB tiles of the window mask (0-3%
-              // slower on an H100)
-      return window || small_smem ? FwdTileConfig{64, 64, 4, false, 2, 1}
-                                  : FwdTileConfig{128, 64, 8, false, 1, 2};
+      return {64, 64, 4, true, 2, 1, true};
+    default:  // 256
+      return {64, 64, 4, false, 2, 1, true};
   }
-}
-
-IOATTN_HOST_DEVICE constexpr bool fwd_has_small_smem_variant(int head_dim, bool window) {
-  return head_dim == 256 && !window;
 }
 
 // Dynamic shared memory of the forward kernel: the Q tile (reused to stage O) and `stages`
 // K and V tiles, 2 bytes per element.
-IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim, bool window, bool small_smem) {
-  const FwdTileConfig c = fwd_tile_config(head_dim, window, small_smem);
+IOATTN_HOST_DEVICE constexpr int fwd_smem_bytes(int head_dim) {
+  const FwdTileConfig c = fwd_tile_config(head_dim);
   return (c.block_m + 2 * c.stages * c.block_n) * head_dim * 2;
 }
 
