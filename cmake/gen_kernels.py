@@ -58,10 +58,10 @@ LIBRARIES: dict[str, dict] = {
                 "entry_header": "sm80/fwd_entry.cuh",
                 "variant": "ioattn::sm80::FwdKernelFor",
                 "params": "ioattn::FwdParams",
-                # one tile config per head dim, for every mask and GPU (96 KB at most)
-                "block": "ioattn::sm80::fwd_tile_config({hd}).block_m",
-                "threads": "ioattn::sm80::fwd_tile_config({hd}).num_warps * 32",
-                "smem": "ioattn::sm80::fwd_smem_bytes({hd})",
+                # one tile config per (head dim, mask), for every GPU (96 KB at most)
+                "block": "ioattn::sm80::fwd_tile_config({hd}, {w}).block_m",
+                "threads": "ioattn::sm80::fwd_tile_config({hd}, {w}).num_warps * 32",
+                "smem": "ioattn::sm80::fwd_smem_bytes({hd}, {w})",
             },
             "bwd": SM80_BWD | {"variant": "ioattn::sm80::BwdKernelFor"},
             # deterministic=1: the same backward with a scheduler that walks key blocks in order

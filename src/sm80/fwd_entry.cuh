@@ -25,7 +25,7 @@ struct FwdKernelFor {
 
   // The host launches from tile_config.h alone (block size, grid; the mainloop checks the
   // shared-memory size against fwd_smem_bytes), so the kernel must agree with it exactly.
-  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim);
+  static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow);
   static_assert(type::kNThreads == kConfig.num_warps * 32, "host and kernel disagree: threads");
   static_assert(type::kBlockM == kConfig.block_m, "host and kernel disagree: block_m");
 };

@@ -22,7 +22,7 @@ struct MainloopFwd {
   using Mask = Mask_;
   using ScoreMod = ScoreMod_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim);
+  static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
   static constexpr int kStages = kCfg.stages;
   static constexpr bool kEarlyK = kCfg.early_k;
   static constexpr int kBlockM = kCfg.block_m;
@@ -47,7 +47,7 @@ struct MainloopFwd {
     Element k[kStages][TileKV::kElems];
     Element v[kStages][TileKV::kElems];
   };
-  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim));
+  static_assert(sizeof(SharedStorage) == fwd_smem_bytes(kHeadDim, Mask::kIsWindow));
 
   float acc_o[kMT][kDT][4];  // (MMA_M, MMA_N = head_dim/8, 4): this warp's rows of O, fp32
   uint32_t q_frag[kQInRegs ? kMT : 1][kQInRegs ? kKT : 1][4];  // (MMA_M, MMA_K, 4) when kQInRegs
