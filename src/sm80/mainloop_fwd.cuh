@@ -25,6 +25,7 @@ struct MainloopFwd {
   static constexpr FwdTileConfig kCfg = fwd_tile_config(kHeadDim, Mask::kIsWindow);
   static constexpr int kStages = kCfg.stages;
   static constexpr bool kEarlyK = kCfg.early_k;
+  static_assert(!kEarlyK || kStages == 1, "early_k orders the loads of the one-stage loop");
   static constexpr int kBlockM = kCfg.block_m;
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kNWarps = kCfg.num_warps;
