@@ -1,8 +1,8 @@
 // SM80 forward mainloop (FlashAttention-2): one CTA owns a tile of kBlockM query rows, each
-// warp 16*kMT of them. Key/value blocks of kBlockN rows stream through double-buffered shared
-// memory with cp.async; S = Q.K^T and O += P.V run on mma.sync m16n8k16 with ldmatrix operand
-// loads; the online softmax runs in registers and P never leaves them (the S accumulator
-// fragments are repacked in place as the A operand of P.V).
+// warp 16*kMT of them. Key/value blocks of kBlockN rows stream through shared memory with
+// cp.async, one or two stages deep (tile_config.h); S = Q.K^T and O += P.V run on mma.sync
+// m16n8k16 with ldmatrix operand loads; the online softmax runs in registers and P never leaves
+// them (the S accumulator fragments are repacked in place as the A operand of P.V).
 #pragma once
 
 #include "common/mask.cuh"
