@@ -190,14 +190,16 @@ struct MainloopFwd {
     wgmma_commit();
   }
 
-  // O (this warpgroup's rows, kHeadDim) += P . V, issued and committed (not waited on).
-  __device__ __forceinline__ void gemm_pv(const PFrag &p, uint32_t v_addr) {
+  // O (this warpgroup's rows, kHeadDim) += P . V, issued and committed (not waited on). The
+  // tile's first P.V overwrites O (accumulate = false): O is never zeroed, nor rescaled before
+  // it (2 x kDT x 4 instructions per thread and tile).
+  __device__ __forceinline__ void gemm_pv(const PFrag &p, uint32_t v_addr, bool accumulate) {
     const uint64_t desc_v = desc_mn_major<TileKV>(v_addr);
     wgmma_fence();  // why: O was rescaled and P packed by ordinary instructions just before
 #pragma unroll
     for (int kk = 0; kk < kPT; ++kk) {
       wgmma_rs<Element, kHeadDim, 1>(flat(acc_o), p[kk], desc_advance(desc_v, mn_major_step(kk)),
-                                     1);
+                                     kk > 0 || accumulate);
     }
     wgmma_commit();
   }
@@ -290,10 +292,6 @@ struct MainloopFwd {
     const ScoreMod mod(p);
     OnlineSoftmax<1> softmax(p.score_scale_log2);
     const uint64_t desc_q = desc_k_major(smem_addr(smem.q), consumer * kWgRows);
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc_o[0][dt][i] = 0.f;
 
     const BlockRange mine =
         kSkipUnseenBlocks ? warpgroup_blocks(mask, m_begin + consumer * kWgRows, blocks) : blocks;
@@ -303,7 +301,9 @@ struct MainloopFwd {
     Acc s;
     PFrag pf;
     float correction[2];
-    bool rescale_o = true;  // some row of this warp moved its max (new_row_max's kLazy)
+    // Some row of this warp moved its max (new_row_max's kLazy); not before the first P.V, which
+    // writes O.
+    bool rescale_o = false;
 
     mbar_wait(&smem.q_full, q_phase);
     q_phase ^= 1;
@@ -332,7 +332,7 @@ struct MainloopFwd {
         // from S to the next GEMMs.
         if (rescale_o) OnlineSoftmax<1>::rescale(acc_o, correction);
         smem.v_ring.consumer_wait(prev);
-        gemm_pv(pf, smem_addr(smem.v[prev.stage]));
+        gemm_pv(pf, smem_addr(smem.v[prev.stage]), it > 1);
         turn.pass_turn();
         wgmma_wait<1>();  // S of this block is done; P.V of the previous one may still run
         fence_operand(flat(s));
@@ -362,8 +362,8 @@ struct MainloopFwd {
       } else {
         smem.v_ring.consumer_wait(prev);
         turn.wait_turn();
-        OnlineSoftmax<1>::rescale(acc_o, correction);
-        gemm_pv(pf, smem_addr(smem.v[prev.stage]));
+        if (rescale_o) OnlineSoftmax<1>::rescale(acc_o, correction);
+        gemm_pv(pf, smem_addr(smem.v[prev.stage]), it > 1);
         gemm_qk(s, desc_q, smem_addr(smem.k[kv.stage]));
         turn.pass_turn();
         wgmma_wait<0>();
@@ -373,6 +373,7 @@ struct MainloopFwd {
         smem.v_ring.consumer_release(prev);
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
         softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+        rescale_o = true;  // eager: every block moves O to the new max
       }
       pack_p(pf, s);
     }
@@ -380,7 +381,7 @@ struct MainloopFwd {
     smem.v_ring.consumer_wait(kv);
     turn.wait_turn();
     if (rescale_o) OnlineSoftmax<1>::rescale(acc_o, correction);
-    gemm_pv(pf, smem_addr(smem.v[kv.stage]));
+    gemm_pv(pf, smem_addr(smem.v[kv.stage]), n_iters > 1);
     turn.pass_turn();
     wgmma_wait<0>();
     fence_operand(flat(acc_o));
