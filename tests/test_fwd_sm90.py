@@ -91,6 +91,39 @@ def test_sm90_long_query_kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> N
     _check_against_sm80(case, case_seed("sm90-long-q", name), monkeypatch)
 
 
+# Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 2048,
+# hd192 128 x 112, hd256 128 x 80): a consumer warpgroup skips the key blocks its own 64 rows do
+# not see (MainloopFwd::warpgroup_blocks). Trailing blocks under causal masks, with seqlen_q
+# above and below seqlen_k; leading ones under a left window edge; a last tile whose third
+# warpgroup lies past the sequence; rows that see no key at all (seqlen_q > seqlen_k, causal).
+SKIP_CASES = {
+    "hd64-2176x2048-causal": (64, 2176, 2048, (-1, 0)),
+    "hd64-2100x2500-causal": (64, 2100, 2500, (-1, 0)),
+    "hd64-2400-local": (64, 2400, 2400, (150, 0)),
+    "hd192-700x650-causal": (192, 700, 650, (-1, 0)),
+    "hd256-640-causal": (256, 640, 640, (-1, 0)),
+    "hd256-900x500-causal": (256, 900, 500, (-1, 0)),
+    "hd256-777-local": (256, 777, 777, (100, 30)),
+}
+
+
+@pytest.mark.parametrize("name", SKIP_CASES)
+def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head_dim, sq, sk, window = SKIP_CASES[name]
+    case = {
+        "batch": 2,
+        "seqlen_q": sq,
+        "seqlen_k": sk,
+        "heads": (4, 2),
+        "head_dim": head_dim,
+        "dtype": torch.bfloat16,
+        "window": window,
+        "softcap": 0.0,
+        "varlen": False,
+    }
+    _check_against_sm80(case, case_seed("sm90-skip", name), monkeypatch)
+
+
 def _check_against_sm80(case: dict, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     if (reason := sm90_skip_reason()) is not None:
         pytest.skip(reason)
