@@ -20,9 +20,10 @@ struct EpilogueFwd {
   // and twice the memory transactions (measured: 1.5-2.5 us per tile at hd128/256, beside ~2 us
   // per key block). So neighbouring quad lanes swap halves of each pair of blocks (one shuffle
   // per pair): the even lane then holds 4 contiguous columns of the first block, the odd lane
-  // of the second, and each 8-byte store fills whole 32-byte sectors. A full 4 x 4 transpose
-  // within the quad, for 16-byte stores, takes twice the shuffles and selects; on an H100 it was
-  // 1-5% slower at hd64/128 (seqlen 512-4k) and no faster at hd256.
+  // of the second, and each 8-byte store fills whole 32-byte sectors. The former epilogue, a full
+  // 4 x 4 transpose within the quad for 16-byte stores, took twice the shuffles and selects; on
+  // an H100 it was 2-7% slower at hd64/128 (seqlen 512-4k, chained same-run A/Bs) and tied at
+  // hd256.
   static_assert(kDT % 2 == 0, "whole pairs of 8-column blocks");
 
   // out/lse_out point at query row 0 of this sequence and head; row0 is this thread's first

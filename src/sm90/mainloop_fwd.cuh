@@ -243,8 +243,8 @@ struct MainloopFwd {
   // the last block of a tile then lies wholly above the diagonal for the first warpgroups' rows
   // (a 192 x 128 tile at hd64: one or two of its 6-18 warpgroup-blocks, a 128 x 80 tile at
   // hd256: 1 of 4-14). With block_n a multiple of block_m that never happens when seqlen_q =
-  // seqlen_k, and the check would cost every tile ~40 instructions per thread. Measured on an
-  // H100 (bf16): hd64 causal +2-3% at 2k-4k, hd256 causal +1.5% at 1k-2k.
+  // seqlen_k, and the check would cost every tile ~40 instructions per thread (2% at hd64 causal
+  // 512-1k). Measured on an H100 (bf16): hd64 causal +2-3% at 2k-8k, hd256 causal +1% at 1k-8k.
   static constexpr bool kSkipUnseenBlocks = Mask::kIsWindow && kBlockN % kBlockM != 0;
 
   // The tile's key blocks that this warpgroup's 64 rows (from wg_begin) see; rows past the
