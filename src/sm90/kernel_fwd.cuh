@@ -77,7 +77,9 @@ struct FwdKernel {
     // before any thread waits on one or any load signals one.
     __syncthreads();
 
-    const Scheduler sched((p.seqlen_q + kBlockM - 1) / kBlockM, p.num_heads, p.batch);
+    const int num_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
+    const Scheduler sched(num_blocks, p.num_heads, p.batch,
+                          fwd_light_first(Mainloop::kHeadDim, num_blocks));
     uint32_t q_phase = 0;
     PipelineState<Mainloop::kStages> kv;
 
