@@ -47,7 +47,8 @@ IOATTN_HOST_DEVICE constexpr bool fwd_has_long_variant(int head_dim, bool window
 // Paired causal/local tiles: the lighter of a pair first (PersistentTileScheduler) where K/V
 // blocks are large and a sequence has few query blocks. Measured on an H100 (bf16, causal, same
 // run, three rounds): hd256 +4.5-7% at seqlen 512 and 1k (8 blocks of 128 rows); hd192 +7-8% at
-// 512 but -2% at 1k; hd128 -2% at 1k (one round); no change from 2k on.
+// 512 but -2% at 1k; hd128 -2.5% at 1k (one round, on a build with a second Q buffer, since
+// dropped); no change from 2k on. Unpaired (no mask) launches ignore it.
 IOATTN_HOST_DEVICE constexpr bool fwd_light_first(int head_dim, int num_blocks) {
   return head_dim > 128 && num_blocks <= (head_dim > 192 ? 8 : 4);
 }
