@@ -36,7 +36,7 @@ struct DqAccumLayout {
   using TileKV = SmemTile<kBlockN, kHeadDim>;  // K, the B operand of dQ = dS K
 
   // Warp (row group, way) of the dQ GEMM owns kMTiles m16 tiles of rows and a 1/kWays deal of
-  // column pairs (TileKV::DealtOffsets). Two m16 tiles where the columns deal evenly that way
+  // column pairs (TileKV::Dealt). Two m16 tiles where the columns deal evenly that way
   // and each warp still gets P >= 2 column pairs: a k16 step then loads 2 dS + P K fragments
   // for 4P mma instead of 1 + 2P (fewer loads once P >= 2; measured +1-2% at head dim 128).
   static constexpr int kWaysTwoTiles = kBlockM % 32 == 0 ? kNWarps / (kBlockM / 32) : 0;
@@ -47,7 +47,7 @@ struct DqAccumLayout {
   static constexpr int kRowGroups = kBlockM / (16 * kMTiles);
   static constexpr int kWays = kNWarps / kRowGroups;
   static_assert(kNWarps % kRowGroups == 0);
-  using Dealt = typename TileKV::template DealtOffsets<kWays>;
+  using Dealt = typename TileKV::template Dealt<kWays>;
   static constexpr int kPairs = Dealt::kPairs;  // dealt 16-column pairs per warp
   // m16n8 C fragments (4 floats) per lane: (m16 tiles, column pairs, 2 n8 tiles), stored in
   // units of kVec floats.
@@ -78,7 +78,7 @@ struct DqAccumLayout {
     const int pr = (j / 2) % kPairs;
     const int mt = j / (2 * kPairs);
     row = (kMTiles * row_group(warp) + mt) * 16 + lane / 4 + 8 * h;
-    col = TileKV::template dealt_col<kWays>(pr, way(warp)) + 8 * t + 2 * (lane % 4);
+    col = Dealt::col(pr, way(warp)) + 8 * t + 2 * (lane % 4);
   }
 
   // Index of the tile of query block m_block of sequence `batch` (see the top of this file;

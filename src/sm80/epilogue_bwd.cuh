@@ -34,7 +34,7 @@ struct EpilogueBwd {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int row = wn * kWarpKeys + 16 * mt + lane / 4 + 8 * h;
-            const int chunk = TileKV::template dealt_col<kWarpsD>(pr, wd) / 8 + t;
+            const int chunk = TileKV::template Dealt<kWarpsD>::col(pr, wd) / 8 + t;
             *reinterpret_cast<uint32_t *>(tile + TileKV::offset(row, chunk) + 2 * (lane % 4)) =
                 pack2<Element>(acc[mt][pr][t][2 * h] * scale, acc[mt][pr][t][2 * h + 1] * scale);
           }

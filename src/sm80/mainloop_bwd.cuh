@@ -64,7 +64,7 @@ struct MainloopBwd {
   using TileQ = SmemTile<kBlockM, kHeadDim>;
   using TileDS = SmemTile<kBlockN, kBlockM>;  // dS^T: keys x queries
   // dK/dV: the kWarpsD warps of a key group share its head dim (dealt chunk pairs).
-  using DealtKV = typename TileQ::template DealtOffsets<kWarpsD>;
+  using DealtKV = typename TileQ::template Dealt<kWarpsD>;
   static constexpr int kPairs = DealtKV::kPairs;  // 16-column pairs of dK/dV per warp
   // dQ (kBlockM x kHeadDim): warp (row group, way) owns kDQMTiles m16 tiles of rows and a
   // 1/kWaysDQ deal of columns, and adds them into dq_accum in fragment order.
@@ -92,30 +92,41 @@ struct MainloopBwd {
   float acc_dk[kMT][kPairs][2][4];
   float acc_dv[kMT][kPairs][2][4];
 
-  // Per-lane ldmatrix offsets (see SmemTile::lane_offsets): the A operand K/V and the B
-  // operand Q/dO of S^T and dP^T, the transposed B operand Q/dO of dK and dV, the transposed
-  // B operand K of dQ, the transposed A operand dS of dQ (one fixed 16-column block), and the
-  // A operand P^T / dS^T of dV / dK where the queries are split.
+  // Per-lane ldmatrix offsets (SmemTile::LaneOffsets), one set per access pattern: the A
+  // operand K/V and the B operand Q/dO of S^T and dP^T, the transposed B operand Q/dO of dK and
+  // dV (dealt columns), the transposed B operand K of dQ (dealt columns), the transposed A
+  // operand dS of dQ (at the warp's first m16 tile of query rows), and the A operand P^T / dS^T
+  // of dV / dK. kLaneRegs registers per pattern at most (tile_config.h).
+  static constexpr int kLaneRegs = bwd_lane_regs(kHeadDim, Mask::kIsWindow);
+  static constexpr int lane_regs(int most) { return kLaneRegs < most ? kLaneRegs : most; }
+  using OffKV = typename TileKV::template LaneOffsets<lane_regs(TileKV::kPairsPerSubRow), 2>;
+  using OffKQ = typename TileDS::template LaneOffsets<lane_regs(TileDS::kPairsPerSubRow), 2>;
+  using OffQ = typename TileQ::template LaneOffsets<lane_regs(TileQ::kPairsPerSubRow), 2>;
+  static constexpr int kRegsQT = lane_regs(DealtKV::kPairsPerSub);
+  static constexpr int kRegsKT = lane_regs(DealtDQ::kPairsPerSub);
+  using OffQT = typename TileQ::template LaneOffsets<kRegsQT, DealtKV::kStep>;
+  using OffKT = typename TileKV::template LaneOffsets<kRegsKT, DealtDQ::kStep>;
+  // dS^T rows are keys, its chunk pairs queries: the m16 tiles of the warp's dQ rows are chunk
+  // pairs kDQMTiles dq_row_group + t, t < kDQMTiles, so one register, XORed with 2 t.
+  using OffDS = typename TileDS::template LaneOffsets<1, 2>;
   struct LaneAddressing {
-    typename TileKV::LaneOffsets kv_a;
-    typename TileDS::LaneOffsets kq_a;
-    typename TileQ::LaneOffsets q_b;
-    DealtKV q_bt;
-    DealtDQ k_bt;
-    int ds_at[kDQMTiles];  // per m16 tile of the warp's dQ rows
+    OffKV kv_a;
+    OffKQ kq_a;
+    OffQ q_b;
+    OffQT q_bt;
+    OffKT k_bt;
+    OffDS ds_at;
     __device__ LaneAddressing(int lane, int way_kv, int way_dq, int dq_row_group)
-        : kv_a(TileKV::lane_offsets(lane % 16, lane / 16)),
-          kq_a(TileDS::lane_offsets(lane % 16, lane / 16)),
-          q_b(TileQ::lane_offsets(lane % 8 + (lane / 16) * 8, (lane / 8) % 2)),
-          q_bt(TileQ::template dealt_offsets<kWarpsD>(lane % 16, lane / 16, way_kv)),
-          k_bt(TileKV::template dealt_offsets<kWaysDQ>(lane % 16, lane / 16, way_dq)) {
-#pragma unroll
-      for (int t = 0; t < kDQMTiles; ++t) {
-        const int m16 = kDQMTiles * dq_row_group + t;  // query rows [16 m16, +16) of the block
-        ds_at[t] = TileDS::offset(lane % 8 + (lane / 16) * 8, 2 * m16 + (lane / 8) % 2);
-      }
-    }
+        : kv_a(TileKV::template lane_offsets<OffKV::kRegs, 2>(lane % 16, lane / 16)),
+          kq_a(TileDS::template lane_offsets<OffKQ::kRegs, 2>(lane % 16, lane / 16)),
+          q_b(TileQ::template lane_offsets<OffQ::kRegs, 2>(lane % 8 + (lane / 16) * 8,
+                                                           (lane / 8) % 2)),
+          q_bt(DealtKV::template lane_offsets<kRegsQT>(lane % 16, lane / 16, way_kv)),
+          k_bt(DealtDQ::template lane_offsets<kRegsKT>(lane % 16, lane / 16, way_dq)),
+          ds_at{{TileDS::offset(lane % 8 + (lane / 16) * 8,
+                                2 * kDQMTiles * dq_row_group + (lane / 8) % 2)}} {}
   };
+  static_assert(kDQMTiles == 1 || kDQMTiles == 2);
 
   // (MMA_M = kMT key tiles, MMA_N = kQueriesW/8, 4): a warp's keys x queries accumulator
   using KeyQueryAcc = float[kMT][kNT][4];
@@ -131,17 +142,19 @@ struct MainloopBwd {
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+    const OffKV a_lane = TileKV::lane_addrs(sA, la.kv_a);
+    const OffQ b_lane = TileQ::lane_addrs(sB, la.q_b);
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk) {
       uint32_t a[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        ldmatrix_x4(a[mt], smem_addr(sA + TileKV::offset(la.kv_a, 16 * mt, 2 * kk)));
+        ldmatrix_x4(a[mt], TileKV::at(a_lane, 16 * mt, 2 * kk));
       }
 #pragma unroll
       for (int nt2 = 0; nt2 < kNT / 2; ++nt2) {
         uint32_t b[4];  // (b0, b1) of query n-tiles 2*nt2 and 2*nt2+1
-        ldmatrix_x4(b, smem_addr(sB + TileQ::offset(la.q_b, nt2 * 16, 2 * kk)));
+        ldmatrix_x4(b, TileQ::at(b_lane, nt2 * 16, 2 * kk));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Element>(acc[mt][2 * nt2], a[mt], b[0], b[1]);
@@ -166,10 +179,19 @@ struct MainloopBwd {
       }
   }
 
-  // A fragments of a warp's (kWarpKeys x kQueriesW) slice to a keys x queries tile: rows
-  // [kWarpKeys wn, +kWarpKeys), query chunks from chunk0 on.
-  __device__ __forceinline__ static void store_a(Element *tile, const WarpKeyFrag &a, int wn,
-                                                 int chunk0, int lane) {
+  // This warp's query slices of P^T and dS^T (A fragments) to their keys x queries tiles
+  // (kq: both, [kPT] and [kDS]): rows [kWarpKeys wn, +kWarpKeys), query chunks [chunk0, +2 kMKW)
+  // with chunk0 = 2 kMKW wd. One address register serves all stores (SmemTile::at): rows 16 mt
+  // + 8 h and the other tile are immediates, chunk 2 j + t an XOR (its bits are below chunk0's).
+  __device__ __forceinline__ static void store_p_ds(Element *kq, const WarpKeyFrag &a_p,
+                                                    const WarpKeyFrag &a_ds, int wn, int wd,
+                                                    int lane) {
+    static_assert((kMKW & (kMKW - 1)) == 0, "a warp's query chunks start at a multiple of 2 kMKW");
+    using Off = typename TileDS::template LaneOffsets<1, 1>;
+    // (and within the chunk, the lane's 2 elements)
+    const Off o{{TileDS::offset(wn * kWarpKeys + lane / 4, 2 * kMKW * wd) + 2 * (lane % 4)}};
+    const Off lane_addr = TileDS::lane_addrs(kq, o);
+    constexpr uint32_t kTileBytes = 2 * TileDS::kElems;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -178,9 +200,9 @@ struct MainloopBwd {
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
-            const int row = wn * kWarpKeys + 16 * mt + lane / 4 + 8 * h;
-            *reinterpret_cast<uint32_t *>(tile + TileDS::offset(row, chunk0 + 2 * j + t) +
-                                          2 * (lane % 4)) = a[mt][j][2 * t + h];
+            const uint32_t addr = TileDS::at(lane_addr, 16 * mt + 8 * h, 2 * j + t);
+            st_shared_b32(addr + kPT * kTileBytes, a_p[mt][j][2 * t + h]);
+            st_shared_b32(addr + kDS * kTileBytes, a_ds[mt][j][2 * t + h]);
           }
   }
 
@@ -190,17 +212,19 @@ struct MainloopBwd {
   __device__ __forceinline__ static void gemm_keys_dims(float (&acc)[kMT][kPairs][2][4],
                                                         const Element *sA, const Element *sB,
                                                         const LaneAddressing &la) {
+    const OffKQ a_lane = TileDS::lane_addrs(sA, la.kq_a);
+    const OffQT b_lane = TileQ::lane_addrs(sB, la.q_bt);
 #pragma unroll
     for (int j = 0; j < kMK; ++j) {
       uint32_t a[kMT][4];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        ldmatrix_x4(a[mt], smem_addr(sA + TileDS::offset(la.kq_a, 16 * mt, 2 * j)));
+        ldmatrix_x4(a[mt], TileDS::at(a_lane, 16 * mt, 2 * j));
       }
 #pragma unroll
       for (int pr = 0; pr < kPairs; ++pr) {
         uint32_t b[4];  // transposed: (b0, b1) of the pair's two n8 column tiles
-        ldmatrix_x4_trans(b, smem_addr(sB + TileQ::offset(la.q_bt, j * 16, pr)));
+        ldmatrix_x4_trans(b, TileQ::at(b_lane, j * 16, DealtKV::chunk(pr)));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Element>(acc[mt][pr][0], a[mt], b[0], b[1]);
@@ -419,16 +443,14 @@ struct MainloopBwd {
       pack_a(a_p, acc_s);
       pack_a(a_ds, acc_dp);
       if (it + 1 < n_iters) write_row_stat(1 - stage, next_stat);
-      // This warp's query slices of P^T and dS^T to shared memory.
-      store_a(smem.kq[kPT], a_p, wn, 2 * kMKW * wd, lane);
-      store_a(smem.kq[kDS], a_ds, wn, 2 * kMKW * wd, lane);
+      store_p_ds(opaque(smem.kq[0]), a_p, a_ds, wn, wd, lane);
       // Barrier: P^T and dS^T, whose query slices come from different warps, are complete
       // for dV, dK and dQ alike.
       __syncthreads();
       const int key_rows = wn * kWarpKeys * TileDS::kSubCols;
       gemm_keys_dims(acc_dv, opaque(smem.kq[kPT] + key_rows), opaque(sDO), la);  // dV += P^T dO
       gemm_keys_dims(acc_dk, opaque(smem.kq[kDS] + key_rows), opaque(sQ), la);   // dK += dS^T Q
-      gemm_dq(smem, la, blk.dq);
+      gemm_dq(opaque(smem.kq[kDS]), opaque(smem.k), la, blk.dq);
       blk = next;
     }
   }
@@ -438,7 +460,7 @@ struct MainloopBwd {
   // or, in deterministic mode, this same thread does, later). Warp (dq_rows, dq_way) computes
   // 16 kDQMTiles rows and its dealt column pairs, the same ones for every key block; each dS
   // fragment is loaded once for all its columns, each K fragment once for all its rows.
-  __device__ __forceinline__ static void gemm_dq(const SharedStorage &smem,
+  __device__ __forceinline__ static void gemm_dq(const Element *sDS, const Element *sK,
                                                  const LaneAddressing &la, float *dq) {
     float acc[kDQMTiles][kPairsDQ][2][4];  // (m16 tiles, pairs, 2 n8 tiles, 4)
 #pragma unroll
@@ -449,18 +471,19 @@ struct MainloopBwd {
         for (int t = 0; t < 2; ++t)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[mt][pr][t][e] = 0.f;
+    const OffDS a_lane = TileDS::lane_addrs(sDS, la.ds_at);
+    const OffKT b_lane = TileKV::lane_addrs(sK, la.k_bt);
 #pragma unroll
     for (int kk = 0; kk < kNK; ++kk) {
       uint32_t a[kDQMTiles][4];  // dS (16 queries x 16 keys) per m16 tile, out of dS^T
 #pragma unroll
       for (int mt = 0; mt < kDQMTiles; ++mt) {
-        ldmatrix_x4_trans(a[mt],
-                          smem_addr(smem.kq[kDS] + la.ds_at[mt] + kk * 16 * TileDS::kSubCols));
+        ldmatrix_x4_trans(a[mt], TileDS::at(a_lane, kk * 16, 2 * mt));
       }
 #pragma unroll
       for (int pr = 0; pr < kPairsDQ; ++pr) {
         uint32_t b[4];
-        ldmatrix_x4_trans(b, smem_addr(smem.k + TileKV::offset(la.k_bt, kk * 16, pr)));
+        ldmatrix_x4_trans(b, TileKV::at(b_lane, kk * 16, DealtDQ::chunk(pr)));
 #pragma unroll
         for (int mt = 0; mt < kDQMTiles; ++mt) {
           mma_16816<Element>(acc[mt][pr][0], a[mt], b[0], b[1]);

@@ -57,20 +57,22 @@ struct MainloopFwd {
   // (rows 0-7, chunk 0), (rows 8-15, chunk 0), (rows 0-7, chunk 1), (rows 8-15, chunk 1).
   // K (B operand): (rows 0-7, chunk 0), (rows 0-7, chunk 1), (rows 8-15, chunk 0), (rows 8-15,
   // chunk 1), i.e. the (b0, b1) registers of two adjacent n8 tiles.
+  using OffQ = typename TileQ::template LaneOffsets<TileQ::kPairsPerSubRow, 2>;
+  using OffKV = typename TileKV::template LaneOffsets<TileKV::kPairsPerSubRow, 2>;
   struct LaneAddressing {
-    typename TileQ::LaneOffsets q;
-    typename TileKV::LaneOffsets k;
-    typename TileKV::LaneOffsets v;
+    OffQ q;
+    OffKV k, v;
     __device__ explicit LaneAddressing(int lane)
-        : q(TileQ::lane_offsets(lane % 16, lane / 16)),
-          k(TileKV::lane_offsets(lane % 8 + (lane / 16) * 8, (lane / 8) % 2)),
-          v(TileKV::lane_offsets(lane % 16, lane / 16)) {}
+        : q(TileQ::template lane_offsets<OffQ::kRegs, 2>(lane % 16, lane / 16)),
+          k(TileKV::template lane_offsets<OffKV::kRegs, 2>(lane % 8 + (lane / 16) * 8,
+                                                           (lane / 8) % 2)),
+          v(TileKV::template lane_offsets<OffKV::kRegs, 2>(lane % 16, lane / 16)) {}
   };
 
   // A fragment (16 rows x 16 k) of Q for m-tile mt, k-step kk; sQ already offset to this warp.
   __device__ __forceinline__ static void load_q_frag(uint32_t (&a)[4], const Element *sQ,
                                                      const LaneAddressing &la, int mt, int kk) {
-    ldmatrix_x4(a, smem_addr(sQ + TileQ::offset(la.q, mt * 16, 2 * kk)));
+    ldmatrix_x4(a, TileQ::at(sQ, la.q, mt * 16, 2 * kk));
   }
 
   // acc_s (MMA_M, MMA_N = kBlockN/8, 4) = Q (this warp's rows, kHeadDim) . K^T (kHeadDim, kBlockN)
@@ -97,7 +99,7 @@ struct MainloopFwd {
 #pragma unroll
       for (int nt2 = 0; nt2 < kNT / 2; ++nt2) {
         uint32_t b[4];  // (b0, b1) of n-tiles 2*nt2 and 2*nt2+1
-        ldmatrix_x4(b, smem_addr(sK + TileKV::offset(la.k, nt2 * 16, 2 * kk)));
+        ldmatrix_x4(b, TileKV::at(sK, la.k, nt2 * 16, 2 * kk));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Element>(acc_s[mt][2 * nt2], a[mt], b[0], b[1]);
@@ -134,7 +136,7 @@ struct MainloopFwd {
         // Transposed: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15,
         // d 8-15) = the (b0, b1) registers of d-tiles 2*dt2 and 2*dt2+1.
         uint32_t b[4];
-        ldmatrix_x4_trans(b, smem_addr(sV + TileKV::offset(la.v, j * 16, 2 * dt2)));
+        ldmatrix_x4_trans(b, TileKV::at(sV, la.v, j * 16, 2 * dt2));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<Element>(acc_o[mt][2 * dt2], a[mt][j], b[0], b[1]);

@@ -13,6 +13,11 @@ __device__ __forceinline__ uint32_t smem_addr(const void *p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// 4-byte store to a shared-memory address (an XOR-computed one, see SmemTile::at).
+__device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v));
+}
+
 // 16-byte global -> shared copy that bypasses L1. With pred false nothing is read and the 16
 // destination bytes are zero-filled (out-of-range rows and padded head-dim columns).
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, bool pred) {

@@ -139,6 +139,41 @@ IOATTN_HOST_DEVICE constexpr BwdTileConfig bwd_tile_config(int head_dim, bool sm
   }
 }
 
+// Registers per ldmatrix access pattern of the backward (SmemTile::LaneOffsets, capped at a
+// pattern's chunk pairs): 1 keeps the fewest loop invariants (every other chunk pair is an
+// XOR away); more give ptxas a different allocation of the 255 registers these kernels use,
+// for the same instructions. Measured on an H100 (bf16, one run of two rounds, ratio to SDPA
+// flash at seqlen 512 / 2k / 8k; "before": one register per chunk pair and one offset
+// register per P^T/dS^T store, the form this replaced; 1 / 2 / 4 registers):
+//   hdim  mask    before      1           2           4          chosen
+//     64  none    0.97-0.99   1.00-1.02   1.01-1.02   1.01-1.02  1
+//     64  causal  0.97-1.01   1.00-1.03   1.00-1.01   1.00-1.03  1
+//     96  none    0.91-0.92   0.94-0.97   0.95-0.97   0.93-0.97  1
+//     96  causal  1.01-1.03   1.03-1.05   1.03-1.04   1.02-1.04  1
+//    128  none    1.07-1.09   1.04-1.06   1.08-1.09   1.09-1.11  4
+//    128  causal  0.99-1.03   0.99-1.00   1.01-1.06   0.99-1.02  2
+//    192  none    0.97-1.02   0.98-1.01   0.97-1.01   1.00-1.02  4
+//    192  causal  0.93-0.95   0.94-0.97   0.92-0.95   0.92-0.95  1
+//    256  none    1.01-1.02   1.04-1.05   1.03-1.04   1.02-1.04  1
+//    256  causal  0.98-1.01   0.98-0.99   0.88-0.98   1.03-1.05  4
+IOATTN_HOST_DEVICE constexpr int bwd_lane_regs(int head_dim, bool window) {
+#ifdef IOATTN_BWD_LANE_REGS
+  // Tuning builds only (IOATTN_DEVICE_DEFINES=IOATTN_BWD_LANE_REGS=n).
+  return (void)head_dim, (void)window, IOATTN_BWD_LANE_REGS;
+#else
+  switch (head_dim) {
+    case 128:
+      return window ? 2 : 4;
+    case 192:
+      return window ? 1 : 4;
+    case 256:
+      return window ? 4 : 1;
+    default:  // 64, 96
+      return 1;
+  }
+#endif
+}
+
 // Floats per dQ atomic (sm80/dq_accum.cuh): 16-byte reductions, half the instructions of the
 // 8-byte ones (also supported). On an H100, same-run A/B: +1-3% at head dim 64 and +3-5% at
 // 128, causal or not (+2-3% at 192/256 in an earlier run).
