@@ -117,10 +117,10 @@ struct MainloopBwd {
     OffKT k_bt;
     OffDS ds_at;
     __device__ LaneAddressing(int lane, int way_kv, int way_dq, int dq_row_group)
-        : kv_a(TileKV::template lane_offsets<OffKV::kRegs, 2>(lane % 16, lane / 16)),
-          kq_a(TileDS::template lane_offsets<OffKQ::kRegs, 2>(lane % 16, lane / 16)),
-          q_b(TileQ::template lane_offsets<OffQ::kRegs, 2>(lane % 8 + (lane / 16) * 8,
-                                                           (lane / 8) % 2)),
+        : kv_a(TileKV::template lane_offsets<OffKV::kRegs, OffKV::kStep>(lane % 16, lane / 16)),
+          kq_a(TileDS::template lane_offsets<OffKQ::kRegs, OffKQ::kStep>(lane % 16, lane / 16)),
+          q_b(TileQ::template lane_offsets<OffQ::kRegs, OffQ::kStep>(lane % 8 + (lane / 16) * 8,
+                                                                     (lane / 8) % 2)),
           q_bt(DealtKV::template lane_offsets<kRegsQT>(lane % 16, lane / 16, way_kv)),
           k_bt(DealtDQ::template lane_offsets<kRegsKT>(lane % 16, lane / 16, way_dq)),
           ds_at{{TileDS::offset(lane % 8 + (lane / 16) * 8,

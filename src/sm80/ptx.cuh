@@ -13,7 +13,9 @@ __device__ __forceinline__ uint32_t smem_addr(const void *p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// 4-byte store to a shared-memory address (an XOR-computed one, see SmemTile::at).
+// 4-byte store to a shared-memory address (an XOR-computed one, see SmemTile::at). Volatile
+// and without a memory clobber, like ldmatrix_x4: the tiles it writes are read only by
+// ldmatrix, after a __syncthreads, and volatile asm keeps its order with both.
 __device__ __forceinline__ void st_shared_b32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v));
 }
