@@ -61,9 +61,10 @@ def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _check_against_sm80(_draw(index), case_seed("sm90-diff-data", index), monkeypatch)
 
 
-# hd64 with a window mask has a second kernel (192-row tiles) from seqlen_q 2048 on
-# (sm90/tile_config.h, kFwdLongSeqlenQ): both sides of the switch, seqlen_q above and below
-# seqlen_k (fully masked top rows), a local window, softcap, GQA, varlen with an empty sequence.
+# hd64 and hd256 with a window mask have a second kernel from seqlen_q 2048 on (192-row tiles at
+# hd64, 80-key blocks at hd256; sm90/tile_config.h, kFwdLongSeqlenQ): both sides of the switch,
+# seqlen_q above and below seqlen_k (fully masked top rows), a local window, softcap, GQA,
+# varlen with an empty sequence.
 LONG_Q_CASES = {
     "2047-causal": (2047, 2047, (-1, 0), 0.0, False),
     "2048-causal": (2048, 2048, (-1, 0), 0.0, False),
@@ -74,28 +75,30 @@ LONG_Q_CASES = {
 }
 
 
+@pytest.mark.parametrize("head_dim", [64, 256])
 @pytest.mark.parametrize("name", LONG_Q_CASES)
-def test_sm90_long_query_kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
     sq, sk, window, softcap, varlen = LONG_Q_CASES[name]
     case = {
         "batch": 3 if varlen else 1,
         "seqlen_q": sq,
         "seqlen_k": sk,
         "heads": (4, 2),
-        "head_dim": 64,
+        "head_dim": head_dim,
         "dtype": torch.bfloat16,
         "window": window,
         "softcap": softcap,
         "varlen": varlen,
     }
-    _check_against_sm80(case, case_seed("sm90-long-q", name), monkeypatch)
+    _check_against_sm80(case, case_seed("sm90-long-q", name, head_dim), monkeypatch)
 
 
 # Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 2048,
-# hd192 128 x 112, hd256 128 x 80): a consumer warpgroup skips the key blocks its own 64 rows do
-# not see (MainloopFwd::warpgroup_blocks). Trailing blocks under causal masks, with seqlen_q
-# above and below seqlen_k; leading ones under a left window edge; a last tile whose third
-# warpgroup lies past the sequence; rows that see no key at all (seqlen_q > seqlen_k, causal).
+# hd192 128 x 112, hd256 128 x 64 below it and 128 x 80 from it): a consumer warpgroup skips
+# the key blocks its own 64 rows do not see (MainloopFwd::warpgroup_blocks). Trailing blocks
+# under causal masks, with seqlen_q above and below seqlen_k; leading ones under a left window
+# edge; a last tile whose third warpgroup lies past the sequence; rows that see no key at all
+# (seqlen_q > seqlen_k, causal).
 SKIP_CASES = {
     "hd64-2176x2048-causal": (64, 2176, 2048, (-1, 0)),
     "hd64-2100x2500-causal": (64, 2100, 2500, (-1, 0)),

@@ -242,9 +242,10 @@ struct MainloopFwd {
   // warpgroup_blocks), where the key blocks do not line up with the tile: under a causal mask
   // the last block of a tile then lies wholly above the diagonal for the first warpgroups' rows
   // (a 192 x 128 tile at hd64: one or two of its 6-18 warpgroup-blocks, a 128 x 80 tile at
-  // hd256: 1 of 4-14). With block_n a multiple of block_m that never happens when seqlen_q =
-  // seqlen_k, and the check would cost every tile ~40 instructions per thread (2% at hd64 causal
-  // 512-1k). Measured on an H100 (bf16): hd64 causal +2-3% at 2k-8k, hd256 causal +1% at 1k-8k.
+  // hd256: 1 of 4-14, a 128 x 64 one: 1 of 2-13 below seqlen_q 2048). With block_n a multiple of
+  // block_m that never happens when seqlen_q = seqlen_k, and the check would cost every tile ~40
+  // instructions per thread (2% at hd64 causal 512-1k). Measured on an H100 (bf16): hd64 causal
+  // +2-3% at 2k-8k, hd256 causal +1% at 1k-8k.
   static constexpr bool kSkipUnseenBlocks = Mask::kIsWindow && kBlockN % kBlockM != 0;
 
   // The tile's key blocks that this warpgroup's 64 rows (from wg_begin) see; rows past the
