@@ -247,7 +247,7 @@ def test_cuda_device_code_runs_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> No
     torch.cuda's timing and memory functions stubbed and CPU tensors; the GPU run is what
     proves the numbers, this proves the plumbing."""
     monkeypatch.setattr(torch.cuda, "Event", _StubEvent)
-    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats", "_sleep"):
         monkeypatch.setattr(torch.cuda, name, lambda *args, **kw: None)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *args: 1000)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *args: 5000)

@@ -397,7 +397,8 @@ def to_markdown(report: Report, images: dict[str, str] | None = None) -> str:
     if cfg:
         out += [
             "",
-            f"Timing: CUDA events around single calls, L2 flushed before each, median of "
+            f"Timing: CUDA events around single calls (device time: L2 flushed and the call's "
+            f"host work done before the start event), median of "
             f"{cfg.get('reps', '?')} calls, best of {cfg.get('runs', '?')} runs; "
             f"FLOPs = 4·b·h·s²·d per forward (halved when causal), backward 2.5x, "
             f"forward + backward 3.5x.",

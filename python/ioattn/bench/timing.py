@@ -1,10 +1,14 @@
 """CUDA timing, and :class:`CudaDevice`: the runner's device on a real GPU.
 
 Timing (BENCHMARKS.md): CUDA events around single calls; before each timed call a 256 MB
-buffer is zeroed so L2 holds nothing of the previous call and the host-side cost of the call
-(Python, argument checks, the launch) hides behind the memset; the median of ``reps`` calls
-after ``warmup`` calls of the same method on the same shape, and the best such median of
-``runs`` (applied to every method alike).
+buffer is zeroed so L2 holds nothing of the previous call, then the GPU spins for a while
+(``torch.cuda._sleep``) so that the host-side cost of the call (Python, argument checks, the
+launch) is spent before the GPU reaches the start event: the events time the call's device work
+alone, however fast the host. (Behind the memset alone, some 85 us, a call with more host work
+than that had the rest counted: on one H100 host ioattn's and FA3's short forwards read up to
+30% slower than their kernels ran.) Host cost is reported apart (the overhead section). The
+median of ``reps`` calls after ``warmup`` calls of the same method on the same shape, and the
+best such median of ``runs`` (applied to every method alike).
 
 Forward: ``fn(q, k, v)`` with inputs that require grad (the training forward, FlashAttention's
 convention). Backward: only ``out.backward(dout, retain_graph=True)`` is timed, on an output
@@ -31,6 +35,9 @@ from ioattn.bench.report import OOM
 from ioattn.bench.shapes import Shape
 
 FLUSH_BYTES = 256 * 1024 * 1024
+HOST_SLACK_CYCLES = 1_000_000
+"""GPU clock cycles of the spin before each timed call: about 0.5 ms, well over the host cost
+of any method's call."""
 OVERHEAD_MIN_LOOPS = 5  # host-overhead loops per (method, pass), whatever --runs says
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -92,6 +99,7 @@ class EventTimer:
             if setup is not None:
                 setup()
             self.flush.zero_()
+            torch.cuda._sleep(HOST_SLACK_CYCLES)
             starts[i].record()
             call()
             ends[i].record()
