@@ -127,6 +127,37 @@ def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.Monke
     _check_against_sm80(case, case_seed("sm90-skip", name), monkeypatch)
 
 
+# Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles
+# (PersistentTileScheduler, sm90::fwd_tail_split: hd64, and hd128 from 16 query blocks). With
+# the 132 SMs of an H100 SXM: the tail starting inside a (head, batch) (j0 > 0) or at one
+# (j0 = 0), odd and even block counts (middle blocks in the tail), two tail rounds (32+ query
+# blocks), GQA, a local window, varlen with short sequences.
+TAIL_CASES = {
+    "hd64-6000-causal-gqa": (64, 1, 6000, (20, 4), (-1, 0), False),
+    "hd64-2500-local": (64, 4, 2500, (24, 24), (300, 20), False),
+    "hd64-4000-causal-varlen": (64, 12, 4000, (8, 8), (-1, 0), True),
+    "hd128-2100-causal": (128, 3, 2100, (12, 12), (-1, 0), False),
+    "hd128-2816-causal-j0": (128, 2, 2816, (12, 6), (-1, 0), False),
+}
+
+
+@pytest.mark.parametrize("name", TAIL_CASES)
+def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head_dim, batch, seqlen, heads, window, varlen = TAIL_CASES[name]
+    case = {
+        "batch": batch,
+        "seqlen_q": seqlen,
+        "seqlen_k": seqlen,
+        "heads": heads,
+        "head_dim": head_dim,
+        "dtype": torch.bfloat16,
+        "window": window,
+        "softcap": 0.0,
+        "varlen": varlen,
+    }
+    _check_against_sm80(case, case_seed("sm90-tail", name), monkeypatch)
+
+
 def _check_against_sm80(case: dict, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     if (reason := sm90_skip_reason()) is not None:
         pytest.skip(reason)

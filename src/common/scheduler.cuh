@@ -47,6 +47,57 @@ struct StridedTileScheduler {
   }
 };
 
+// The tail of a paired persistent schedule: the tiles of the pairs from unit `first` on and the
+// middle blocks of every (head, batch), heaviest (highest query block) first, same-block tiles in
+// ascending (head, batch). Position k maps to its tile in O(1): the block runs down from
+// num_blocks - 1 in groups of equal block, whose sizes change at four points (where the
+// partially covered (head, batch) `bh0`, whose pairs start at j0, joins or leaves, and at the
+// middle block).
+struct TailOrder {
+  int num_blocks, pairs_per_bh, bh0, j0;
+  int with_bh0;     // tiles per block where bh0 has one: (head, batch) pairs bh0 .. end
+  int without_bh0;  // where it has none: bh0 + 1 .. end
+  int mids;         // middle-block tiles (all (head, batch) pairs; 0 for an even num_blocks)
+  int end1, end2, end3, end4;  // ends of the position ranges of the groups (see tile)
+
+  __device__ TailOrder(int num_blocks_, int heads_batch, int first)
+      : num_blocks(num_blocks_),
+        pairs_per_bh(num_blocks_ / 2),
+        bh0(first / (num_blocks_ / 2)),
+        j0(first % (num_blocks_ / 2)),
+        with_bh0(heads_batch - bh0),
+        without_bh0(heads_batch - bh0 - 1),
+        mids(num_blocks_ % 2 ? heads_batch : 0) {
+    end1 = j0 * without_bh0;                       // heavy blocks of pairs j < j0
+    end2 = end1 + (pairs_per_bh - j0) * with_bh0;  // heavy blocks of pairs j >= j0
+    end3 = end2 + mids;                            // middle blocks
+    end4 = end3 + (pairs_per_bh - j0) * with_bh0;  // light blocks of pairs j >= j0
+  }
+  __device__ int size() const { return end4 + j0 * without_bh0; }
+
+  // The tile at position k: its query block, and its (head, batch) returned.
+  __device__ int tile(int k, int &block) const {
+    if (k < end1) {
+      block = num_blocks - 1 - k / without_bh0;
+      return bh0 + 1 + k % without_bh0;
+    }
+    if (k < end2) {
+      block = num_blocks - 1 - j0 - (k - end1) / with_bh0;
+      return bh0 + (k - end1) % with_bh0;
+    }
+    if (k < end3) {
+      block = pairs_per_bh;
+      return k - end2;
+    }
+    if (k < end4) {
+      block = pairs_per_bh - 1 - (k - end3) / with_bh0;
+      return bh0 + (k - end3) % with_bh0;
+    }
+    block = j0 - 1 - (k - end4) / without_bh0;
+    return bh0 + 1 + (k - end4) % without_bh0;
+  }
+};
+
 // Persistent: grid.x = min(units, SMs) CTAs (persistent_units); CTA i computes units i,
 // i + grid, i + 2 grid, ...
 //
@@ -72,6 +123,18 @@ struct StridedTileScheduler {
 // the handoff, which also made the producer spill around its TMA issues (24 registers). Net 1-17%
 // slower at hd64/128 causal, 1k-16k.
 //
+// With tail_split (sm90::fwd_tail_split) and at least two pairs per CTA, the round robin stops
+// one or two rounds early (two from 32 query blocks on) and the rest runs as single tiles in a
+// tail: the pairs left and every middle block, heaviest query block first (TailOrder), dealt
+// in a snake (even rounds to CTAs 0, 1, ..., odd ones to CTAs G-1, G-2, ...), so that each CTA
+// pairs heavier tiles with lighter ones again and the last round holds only the lightest. Pairs
+// all cost the same, so with U pairs on G CTAs the round robin ends after ceil(U / G) rounds of
+// work for U / G on average: 3-5.5% of the SMs' time idle in the benchmark's causal cells
+// (e.g. hd64 causal 8k: 10.67 rounds of units run in 11). ncu at hd64 causal 8k (30 heads):
+// the SMs were active 95.7% of the kernel's time, FA3's (dynamic scheduler) 98.8%, at the
+// same instruction count. The tail brought hd64 causal 4k-16k within 1-1.5% of FA3 (from 4-6%
+// behind).
+//
 // light_first runs the lighter tile of each pair first. Its key blocks are the first ones of the
 // heavier tile's, which then finds them still in L2; the other way round the light tile re-reads
 // blocks the heavy one read at its start, which by then can have left L2 where K/V blocks are
@@ -85,23 +148,53 @@ struct PersistentTileScheduler {
   int num_pairs;     // full pairs of all (head, batch) pairs; the middle blocks follow
   int num_units;
   bool light_first;  // paired: the lighter tile of a pair first (see the comment above)
+  // Paired, tail (see TailOrder): round robin over the first bulk_units pairs only (bulk_units
+  // = num_units without a tail), then tail_tiles single tiles, heaviest first, dealt in a snake.
+  int bulk_units;
+  int tail_tiles;
 
   __device__ PersistentTileScheduler(int num_blocks_, int num_heads_, int batch,
-                                     bool light_first_ = false)
+                                     bool light_first_ = false, bool tail_split = false)
       : num_blocks(num_blocks_),
         num_heads(num_heads_),
         pairs_per_bh(num_blocks_ / 2),
         num_pairs(num_blocks_ / 2 * num_heads_ * batch),
         num_units(int(persistent_units(num_blocks_, int64_t(num_heads_) * batch, kPaired))),
-        light_first(light_first_) {}
-
-  // A tile index t is the unit (unpaired) or 2 * unit + the half of the pair (paired).
-  __device__ int first() const { return kPaired ? 2 * blockIdx.x : blockIdx.x; }
-  __device__ int next(int t) const {
-    if constexpr (kPaired) return t % 2 == 0 ? t + 1 : t - 1 + 2 * gridDim.x;
-    return t + gridDim.x;
+        light_first(light_first_),
+        bulk_units(num_units),
+        tail_tiles(0) {
+    const int grid = int(gridDim.x);
+    if (kPaired && tail_split && num_pairs >= 2 * grid) {
+      // One more round of pairs in the tail where tiles are long (see TailOrder).
+      const int rounds = num_pairs / grid - (num_blocks >= 32 ? 2 : 1);
+      bulk_units = rounds * grid;
+      tail_tiles = TailOrder(num_blocks, num_heads_ * batch, bulk_units).size();
+    }
   }
-  __device__ bool valid(int t) const { return (kPaired ? t / 2 : t) < num_units; }
+
+  // A tile index t below 2 * bulk_units is a unit (unpaired) or 2 * unit + the half of the
+  // pair (paired); from 2 * bulk_units on it is 2 * bulk_units + the tail position.
+  __device__ int first() const {
+    if (!kPaired) return blockIdx.x;
+    return bulk_units > 0 ? 2 * blockIdx.x : 2 * bulk_units + blockIdx.x;
+  }
+  __device__ int next(int t) const {
+    if (!kPaired) return t + gridDim.x;
+    const int grid = int(gridDim.x);
+    if (t < 2 * bulk_units) {
+      if (t % 2 == 0) return t + 1;
+      const int unit = t / 2 + grid;
+      return unit < bulk_units ? 2 * unit : 2 * bulk_units + int(blockIdx.x);
+    }
+    // Snake: even rounds of the tail run left to right over the CTAs, odd ones right to left.
+    const int round = (t - 2 * bulk_units) / grid + 1;
+    const int slot = round % 2 == 0 ? int(blockIdx.x) : grid - 1 - int(blockIdx.x);
+    return 2 * bulk_units + round * grid + slot;
+  }
+  __device__ bool valid(int t) const {
+    if (!kPaired) return t < num_units;
+    return t < 2 * bulk_units || t - 2 * bulk_units < tail_tiles;
+  }
 
   // A middle block's unit has one tile: its second half gets block = num_blocks, which holds
   // no query row (the kernel skips it like a varlen tile past the end of its sequence).
@@ -109,14 +202,21 @@ struct PersistentTileScheduler {
     TileCoord c;
     int bh;
     if constexpr (kPaired) {
-      const int unit = t / 2;
-      if (unit < num_pairs) {
-        const int j = unit % pairs_per_bh;
-        c.block = (t % 2 == 0) != light_first ? num_blocks - 1 - j : j;
-        bh = unit / pairs_per_bh;
+      if (t >= 2 * bulk_units) {
+        // Rebuilt per tile rather than kept: a dozen more live registers made the hd256
+        // consumers spill.
+        const TailOrder tail(num_blocks, num_pairs / pairs_per_bh, bulk_units);
+        bh = tail.tile(t - 2 * bulk_units, c.block);
       } else {
-        c.block = t % 2 == 0 ? num_blocks / 2 : num_blocks;
-        bh = unit - num_pairs;
+        const int unit = t / 2;
+        if (unit < num_pairs) {
+          const int j = unit % pairs_per_bh;
+          c.block = (t % 2 == 0) != light_first ? num_blocks - 1 - j : j;
+          bh = unit / pairs_per_bh;
+        } else {
+          c.block = t % 2 == 0 ? num_blocks / 2 : num_blocks;
+          bh = unit - num_pairs;
+        }
       }
     } else {
       c.block = t % num_blocks;

@@ -79,7 +79,8 @@ struct FwdKernel {
 
     const int num_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
     const Scheduler sched(num_blocks, p.num_heads, p.batch,
-                          fwd_light_first(Mainloop::kHeadDim, num_blocks));
+                          fwd_light_first(Mainloop::kHeadDim, num_blocks),
+                          fwd_tail_split(Mainloop::kHeadDim, num_blocks));
     uint32_t q_phase = 0;
     PipelineState<Mainloop::kStages> kv;
 
