@@ -61,10 +61,10 @@ def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _check_against_sm80(_draw(index), case_seed("sm90-diff-data", index), monkeypatch)
 
 
-# hd64 and hd256 with a window mask have a second kernel from seqlen_q 2048 on (192-row tiles at
-# hd64, 80-key blocks at hd256; sm90/tile_config.h, kFwdLongSeqlenQ): both sides of the switch,
-# seqlen_q above and below seqlen_k (fully masked top rows), a local window, softcap, GQA,
-# varlen with an empty sequence.
+# A second kernel from seqlen_q 2048 on (sm90/tile_config.h, kFwdLongSeqlenQ): hd64 with a window
+# mask (192-row tiles), hd128 without one (176-key blocks), hd256 with a window mask (80-key
+# blocks). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
+# under causal masks), a local window, softcap, GQA, varlen with an empty sequence.
 LONG_Q_CASES = {
     "2047-causal": (2047, 2047, (-1, 0), 0.0, False),
     "2048-causal": (2048, 2048, (-1, 0), 0.0, False),
@@ -72,10 +72,14 @@ LONG_Q_CASES = {
     "3001x2600-local": (3001, 2600, (300, 40), 0.0, False),
     "2500x3100-causal-softcap": (2500, 3100, (-1, 0), 15.0, False),
     "2500-causal-varlen": (2500, 2500, (-1, 0), 0.0, True),
+    "2047x1000-full": (2047, 1000, (-1, -1), 0.0, False),
+    "2048x2100-full": (2048, 2100, (-1, -1), 0.0, False),
+    "2300-full-softcap": (2300, 2300, (-1, -1), 15.0, False),
+    "2500-full-varlen": (2500, 2500, (-1, -1), 0.0, True),
 }
 
 
-@pytest.mark.parametrize("head_dim", [64, 256])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("name", LONG_Q_CASES)
 def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
     sq, sk, window, softcap, varlen = LONG_Q_CASES[name]
