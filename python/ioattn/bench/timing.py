@@ -5,8 +5,8 @@ buffer is zeroed so L2 holds nothing of the previous call, then the GPU spins fo
 (``torch.cuda._sleep``) so that the host-side cost of the call (Python, argument checks, the
 launch) is spent before the GPU reaches the start event: the events time the call's device work
 alone, however fast the host. (Behind the memset alone, some 85 us, a call with more host work
-than that had the rest counted: on one H100 host ioattn's and FA3's short forwards read up to
-30% slower than their kernels ran.) Host cost is reported apart (the overhead section). The
+than that had the rest counted: on one H100 host ioattn's short forwards read up to 30% slower
+than their kernels ran, FA3's up to 2.6 times.) Host cost is reported apart (the overhead section). The
 median of ``reps`` calls after ``warmup`` calls of the same method on the same shape, and the
 best such median of ``runs`` (applied to every method alike).
 
