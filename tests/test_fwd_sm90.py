@@ -4,7 +4,8 @@ Every other forward test runs once per library (conftest.fwd_library); this one 
 problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires the sm90 result
 to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
 plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. The same check
-runs on chosen cases around the switch to hd64's long-query kernel. A last test
+runs on chosen cases: around the switch to the long-query kernels, on tiles whose warpgroups
+skip key blocks, on end-aligned query tiles, on the tail of the persistent schedule. A last test
 makes every CTA of the persistent grid loop over many units of work (paired tiles under a
 window mask, an odd number of query blocks) and checks that each query row was computed.
 """
@@ -129,6 +130,41 @@ def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.Monke
         "varlen": False,
     }
     _check_against_sm80(case, case_seed("sm90-skip", name), monkeypatch)
+
+
+# Where warpgroups skip the key blocks their rows do not see (the SKIP_CASES kernels), query
+# tiles are aligned to the end of the sequence (FwdKernel::Work::first_row): a ragged first tile
+# starts before row 0. Its rows before 0 must be neither stored nor counted; with seqlen_q >
+# seqlen_k under a causal mask the first tile's rows see no key (O = 0, LSE = -inf, the
+# zero-store path) or only some of them do; with seqlen_q < seqlen_k the rows before 0 would
+# see keys; varlen sequences each have their own offset, and a row before 0 there is the
+# previous sequence's last row.
+END_ALIGNED_CASES = {
+    "hd64-2100x1500-causal": (64, 2100, 1500, (-1, 0), False),
+    "hd64-2150x2100-causal": (64, 2150, 2100, (-1, 0), False),
+    "hd64-2200x2900-causal": (64, 2200, 2900, (-1, 0), False),
+    "hd64-2333-local": (64, 2333, 2333, (100, 0), False),
+    "hd64-2900-causal-varlen": (64, 2900, 2900, (-1, 0), True),
+    "hd256-1000x700-causal": (256, 1000, 700, (-1, 0), False),
+    "hd256-2100-causal-varlen": (256, 2100, 2100, (-1, 0), True),
+}
+
+
+@pytest.mark.parametrize("name", END_ALIGNED_CASES)
+def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head_dim, sq, sk, window, varlen = END_ALIGNED_CASES[name]
+    case = {
+        "batch": 5 if varlen else 2,
+        "seqlen_q": sq,
+        "seqlen_k": sk,
+        "heads": (4, 2),
+        "head_dim": head_dim,
+        "dtype": torch.bfloat16,
+        "window": window,
+        "softcap": 0.0,
+        "varlen": varlen,
+    }
+    _check_against_sm80(case, case_seed("sm90-end-aligned", name), monkeypatch)
 
 
 # Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles

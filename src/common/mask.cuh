@@ -85,13 +85,14 @@ struct Mask {
     }
   }
 
-  // Key blocks visited by query rows [m_begin, m_end) (m_end clipped to seqlen_q).
+  // Key blocks visited by query rows [m_begin, m_end), clipped to [0, seqlen_q) (the first
+  // tile of the SM90 forward's end-aligned tiles starts before row 0).
   template <int kBlockN>
   __device__ BlockRange blocks_of_rows(int m_begin, int m_end) const {
     const int last_row = (m_end < seqlen_q ? m_end : seqlen_q) - 1;
     // The window edges move right with the row: the first row has the leftmost lo, the last
     // row the rightmost hi.
-    const int lo = keys_of_row(m_begin).lo;
+    const int lo = keys_of_row(m_begin > 0 ? m_begin : 0).lo;
     const int hi = keys_of_row(last_row).hi;
     if (hi <= lo) return {0, 0};
     return {lo / kBlockN, (hi + kBlockN - 1) / kBlockN};
@@ -121,7 +122,8 @@ struct Mask {
   }
 
   // True when key block n_block holds a key that some row of [m_begin, m_end) must not see:
-  // the block crosses the right edge of the first row, or the left edge of the last row.
+  // the block crosses the right edge of the first row, or the left edge of the last row. Rows
+  // before 0 (m_begin < 0) see fewer keys than row 0: the answer errs towards masking there.
   template <int kBlockN>
   __device__ bool block_needs_mask(int n_block, int m_begin, int m_end) const {
     const int n_begin = n_block * kBlockN;

@@ -27,8 +27,8 @@ struct EpilogueFwd {
   static_assert(kDT % 2 == 0, "whole pairs of 8-column blocks");
 
   // out/lse_out point at query row 0 of this sequence and head; row0 is this thread's first
-  // row of the tile (its second is row0 + 8). Rows >= seqlen_q and columns >= head_dim are
-  // not written.
+  // row of the tile (its second is row0 + 8). Rows outside [0, seqlen_q) (m_begin < 0: see
+  // FwdKernel::Work) and columns >= head_dim are not written.
   __device__ __forceinline__ static void store(const float (&acc_o)[1][kDT][4],
                                                const float (&lse)[2], Element *out,
                                                int64_t out_row_stride, float *lse_out, int m_begin,
@@ -44,7 +44,7 @@ struct EpilogueFwd {
       // One pointer per row, the pairs at constant offsets from it (folded into the stores); the
       // shuffles run in every lane, in or past the sequence.
       Element *lane_out = out + int64_t(row) * out_row_stride + lane_col;
-      const bool in_sequence = row < seqlen_q;
+      const bool in_sequence = unsigned(row) < unsigned(seqlen_q);  // 0 <= row < seqlen_q
 #pragma unroll
       for (int g = 0; g < kDT / 2; ++g) {
         // Columns 16 g + 2 quad_lane (+1), and the same 8 columns on.
@@ -62,7 +62,8 @@ struct EpilogueFwd {
     }
   }
 
-  // A tile whose rows see no key at all: O = 0, LSE = -inf (this warpgroup's 64 rows).
+  // A tile whose rows see no key at all: O = 0, LSE = -inf (this warpgroup's 64 rows, those
+  // in [0, seqlen_q)).
   __device__ __forceinline__ static void store_zero(Element *out, int64_t out_row_stride,
                                                     float *lse_out, int m_begin, int consumer,
                                                     int seqlen_q, int head_dim) {
@@ -70,10 +71,15 @@ struct EpilogueFwd {
     const int rows = min(seqlen_q - first, kWgRows);
     const int chunks = head_dim / 8;
     for (int idx = threadIdx.x % 128; idx < rows * chunks; idx += 128) {
-      *reinterpret_cast<uint4 *>(out + int64_t(first + idx / chunks) * out_row_stride +
-                                 (idx % chunks) * 8) = make_uint4(0, 0, 0, 0);
+      const int row = first + idx / chunks;
+      if (row >= 0) {
+        *reinterpret_cast<uint4 *>(out + int64_t(row) * out_row_stride + (idx % chunks) * 8) =
+            make_uint4(0, 0, 0, 0);
+      }
     }
-    for (int r = threadIdx.x % 128; r < rows; r += 128) lse_out[first + r] = neg_inf();
+    for (int r = threadIdx.x % 128; r < rows; r += 128) {
+      if (first + r >= 0) lse_out[first + r] = neg_inf();
+    }
   }
 };
 

@@ -250,7 +250,9 @@ struct MainloopFwd {
 
   // The tile's key blocks that this warpgroup's 64 rows (from wg_begin) see; rows past the
   // sequence see none. At least one block, so that rows that see no key at all still come out
-  // as O = 0, LSE = -inf.
+  // as O = 0, LSE = -inf. Rows before 0 (the first of end-aligned tiles, FwdKernel::Work) are
+  // not tested for: they see no key but where seqlen_k > seqlen_q, and then walk a few blocks
+  // of the lightest tile for nothing.
   __device__ __forceinline__ static BlockRange warpgroup_blocks(const Mask &mask, int wg_begin,
                                                                 BlockRange tile) {
     BlockRange mine = tile;
