@@ -5,9 +5,10 @@ problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires t
 to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
 plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. The same check
 runs on chosen cases: around the switch to the long-query kernels, on tiles whose warpgroups
-skip key blocks, on end-aligned query tiles, on the tail of the persistent schedule. A last test
-makes every CTA of the persistent grid loop over many units of work (paired tiles under a
-window mask, an odd number of query blocks) and checks that each query row was computed.
+skip key blocks, on end-aligned query tiles, on GQA-packed tiles, on the tail of the persistent
+schedule. A last test makes every CTA of the persistent grid loop over many units of work
+(paired tiles under a window mask, an odd number of query blocks) and checks that each query
+row was computed.
 """
 
 from __future__ import annotations
@@ -165,6 +166,44 @@ def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> N
         "varlen": varlen,
     }
     _check_against_sm80(case, case_seed("sm90-end-aligned", name), monkeypatch)
+
+
+# GQA packing (sm90/tile_rows.cuh): where seqlen_q leaves most of a tile empty, the query heads
+# of a K/V head's group share its tiles (row r: position r / group of the group's head
+# r % group). Decoding (one query), a few queries, a group that does not divide the tile (3, 7:
+# rows past group x positions are never loaded), the largest groups (16 at hd256: 8 positions a
+# tile; 32 at hd64), masks that hide some of a position's keys (causal with seqlen_q <
+# seqlen_k, local), softcap, varlen with empty sequences. (The host packs where that takes
+# fewer tiles, and under a window mask only at one tile per group, so these shapes run packed.)
+PACK_CASES = {
+    "hd128-decode-g8": (128, 1, 3000, (16, 2), (-1, -1), 0.0, False),
+    "hd128-decode-g8-causal": (128, 1, 3000, (16, 2), (-1, 0), 0.0, False),
+    "hd64-17q-g4-causal": (64, 17, 900, (8, 2), (-1, 0), 0.0, False),
+    "hd64-5q-g3-local": (64, 5, 700, (6, 2), (40, 3), 0.0, False),
+    "hd64-9q-g7-full": (64, 9, 513, (14, 2), (-1, -1), 0.0, False),
+    "hd64-3q-g32-causal": (64, 3, 333, (32, 1), (-1, 0), 0.0, False),
+    "hd256-2q-g16-causal": (256, 2, 1100, (16, 1), (-1, 0), 0.0, False),
+    "hd96-4q-g4-softcap": (96, 4, 800, (8, 2), (-1, -1), 15.0, False),
+    "hd128-12q-g8-causal-varlen": (128, 12, 2000, (16, 2), (-1, 0), 0.0, True),
+    "hd64-40q-g4-full-2tiles": (64, 40, 1000, (8, 2), (-1, -1), 0.0, False),
+}
+
+
+@pytest.mark.parametrize("name", PACK_CASES)
+def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head_dim, sq, sk, heads, window, softcap, varlen = PACK_CASES[name]
+    case = {
+        "batch": 4 if varlen else 2,
+        "seqlen_q": sq,
+        "seqlen_k": sk,
+        "heads": heads,
+        "head_dim": head_dim,
+        "dtype": torch.bfloat16,
+        "window": window,
+        "softcap": softcap,
+        "varlen": varlen,
+    }
+    _check_against_sm80(case, case_seed("sm90-gqa-pack", name), monkeypatch)
 
 
 # Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles

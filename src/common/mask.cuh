@@ -163,15 +163,18 @@ __device__ __forceinline__ uint32_t keys_before(int x) {
 // 8k; hd128 +1% at 512, +0.2-0.3% at 2k-4k.
 inline constexpr int kMaskBitsMinTiles = 12;
 
-template <class MaskT, int kMT, int kNT>
-__device__ __forceinline__ void mask_fragment(float (&s)[kMT][kNT][4], const MaskT &mask,
-                                              int first_row, int first_key) {
+//
+// row_of(mt, h): the query row (position in the sequence) of s[mt][..][2 h], s[mt][..][2 h + 1];
+// mask_fragment below passes first_row + 16 mt + 8 h, the SM90 forward its GQA-packed rows.
+template <class MaskT, int kMT, int kNT, class RowOf>
+__device__ __forceinline__ void mask_fragment_rows(float (&s)[kMT][kNT][4], const MaskT &mask,
+                                                   const RowOf &row_of, int first_key) {
   constexpr int kChunk = 16;  // n8 tiles per 32-bit mask
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const KeyRange keys = mask.keys_of_row(first_row + 16 * mt + 8 * h);
+      const KeyRange keys = mask.keys_of_row(row_of(mt, h));
 #pragma unroll
       for (int nt0 = 0; nt0 < kNT; nt0 += kChunk) {
         if constexpr (kNT >= kMaskBitsMinTiles) {
@@ -197,6 +200,13 @@ __device__ __forceinline__ void mask_fragment(float (&s)[kMT][kNT][4], const Mas
       }
     }
   }
+}
+
+template <class MaskT, int kMT, int kNT>
+__device__ __forceinline__ void mask_fragment(float (&s)[kMT][kNT][4], const MaskT &mask,
+                                              int first_row, int first_key) {
+  mask_fragment_rows(
+      s, mask, [first_row](int mt, int h) { return first_row + 16 * mt + 8 * h; }, first_key);
 }
 
 using MaskFull = Mask<false>;

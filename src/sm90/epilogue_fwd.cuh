@@ -6,6 +6,7 @@
 
 #include "common/pack.cuh"
 #include "common/portable.h"
+#include "sm90/tile_rows.cuh"
 
 namespace ioattn::sm90 {
 
@@ -26,13 +27,25 @@ struct EpilogueFwd {
   // hd256.
   static_assert(kDT % 2 == 0, "whole pairs of 8-column blocks");
 
-  // out/lse_out point at query row 0 of this sequence and head; row0 is this thread's first
-  // row of the tile (its second is row0 + 8). Rows outside [0, seqlen_q) (m_begin < 0: see
-  // FwdKernel::Work) and columns >= head_dim are not written.
+  // Where a tile's rows go: out and lse at (position 0, query head head0) of this sequence;
+  // a row at position pos of the group's head i (tile_rows.cuh) goes to
+  // out + pos * row_stride + i * head_stride, lse + pos + i * lse_head_stride.
+  struct Dest {
+    Element *out;
+    int64_t row_stride;
+    int64_t head_stride;
+    float *lse;
+    int64_t lse_head_stride;
+    int seqlen_q;
+    int head_dim;
+  };
+
+  // This thread's two rows (row0 and row0 + 8 of the tile). Rows outside [0, seqlen_q) (the
+  // first of end-aligned tiles starts before 0), rows past the tile's live ones and columns
+  // >= head_dim are not written.
   __device__ __forceinline__ static void store(const float (&acc_o)[1][kDT][4],
-                                               const float (&lse)[2], Element *out,
-                                               int64_t out_row_stride, float *lse_out, int m_begin,
-                                               int row0, int seqlen_q, int head_dim) {
+                                               const float (&lse)[2], const Dest &d,
+                                               const TileRows &rows, int row0) {
     const int quad_lane = threadIdx.x % 4;
     const bool odd = quad_lane & 1;
     // Of each pair of blocks this lane stores block 2 g + odd, columns 2 (quad_lane & 2) .. +3:
@@ -40,45 +53,47 @@ struct EpilogueFwd {
     const int lane_col = 8 * odd + 2 * (quad_lane & 2);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int row = m_begin + row0 + 8 * h;
+      const int row = row0 + 8 * h;
+      const int pos = rows.position(row);
+      const int64_t head = rows.head(row);
       // One pointer per row, the pairs at constant offsets from it (folded into the stores); the
       // shuffles run in every lane, in or past the sequence.
-      Element *lane_out = out + int64_t(row) * out_row_stride + lane_col;
-      const bool in_sequence = unsigned(row) < unsigned(seqlen_q);  // 0 <= row < seqlen_q
+      Element *lane_out = d.out + int64_t(pos) * d.row_stride + head * d.head_stride + lane_col;
+      const bool in_sequence = rows.live(row) && unsigned(pos) < unsigned(d.seqlen_q);
 #pragma unroll
       for (int g = 0; g < kDT / 2; ++g) {
         // Columns 16 g + 2 quad_lane (+1), and the same 8 columns on.
-        const uint32_t first = pack2<Element>(acc_o[0][2 * g][2 * h], acc_o[0][2 * g][2 * h + 1]);
+        const uint32_t first_cols =
+            pack2<Element>(acc_o[0][2 * g][2 * h], acc_o[0][2 * g][2 * h + 1]);
         const uint32_t second =
             pack2<Element>(acc_o[0][2 * g + 1][2 * h], acc_o[0][2 * g + 1][2 * h + 1]);
-        const uint32_t other = __shfl_xor_sync(0xffffffffu, odd ? first : second, 1);
+        const uint32_t other = __shfl_xor_sync(0xffffffffu, odd ? first_cols : second, 1);
         // The even lane's two columns come first, its odd partner's follow.
-        const uint2 v = odd ? make_uint2(other, second) : make_uint2(first, other);
-        if (in_sequence && 16 * g + lane_col < head_dim) {
+        const uint2 v = odd ? make_uint2(other, second) : make_uint2(first_cols, other);
+        if (in_sequence && 16 * g + lane_col < d.head_dim) {
           *reinterpret_cast<uint2 *>(lane_out + 16 * g) = v;
         }
       }
-      if (in_sequence && quad_lane == 0) lse_out[row] = lse[h];
+      if (in_sequence && quad_lane == 0) {
+        d.lse[pos + head * d.lse_head_stride] = lse[h];
+      }
     }
   }
 
   // A tile whose rows see no key at all: O = 0, LSE = -inf (this warpgroup's 64 rows, those
-  // in [0, seqlen_q)).
-  __device__ __forceinline__ static void store_zero(Element *out, int64_t out_row_stride,
-                                                    float *lse_out, int m_begin, int consumer,
-                                                    int seqlen_q, int head_dim) {
-    const int first = m_begin + consumer * kWgRows;
-    const int rows = min(seqlen_q - first, kWgRows);
-    const int chunks = head_dim / 8;
-    for (int idx = threadIdx.x % 128; idx < rows * chunks; idx += 128) {
-      const int row = first + idx / chunks;
-      if (row >= 0) {
-        *reinterpret_cast<uint4 *>(out + int64_t(row) * out_row_stride + (idx % chunks) * 8) =
-            make_uint4(0, 0, 0, 0);
+  // live and in [0, seqlen_q)).
+  __device__ __forceinline__ static void store_zero(const Dest &d, const TileRows &rows,
+                                                    int consumer) {
+    const int chunks = d.head_dim / 8;
+    for (int idx = threadIdx.x % 128; idx < kWgRows * chunks; idx += 128) {
+      const int row = consumer * kWgRows + idx / chunks;
+      const int pos = rows.position(row);
+      if (rows.live(row) && unsigned(pos) < unsigned(d.seqlen_q)) {
+        const int64_t head_off = rows.head(row);
+        *reinterpret_cast<uint4 *>(d.out + int64_t(pos) * d.row_stride + head_off * d.head_stride +
+                                   (idx % chunks) * 8) = make_uint4(0, 0, 0, 0);
+        if (idx % chunks == 0) d.lse[pos + head_off * d.lse_head_stride] = neg_inf();
       }
-    }
-    for (int r = threadIdx.x % 128; r < rows; r += 128) {
-      if (first + r >= 0) lse_out[first + r] = neg_inf();
     }
   }
 };

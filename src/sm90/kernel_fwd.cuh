@@ -13,6 +13,7 @@
 #include "sm90/params.h"
 #include "sm90/ptx.cuh"
 #include "sm90/tile_config.h"
+#include "sm90/tile_rows.cuh"
 
 namespace ioattn::sm90 {
 
@@ -38,40 +39,45 @@ struct FwdKernel {
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <=
                 65536 / kNThreads / 8 * 8 * kNThreads);
 
-  // One tile's coordinates, sequence, mask and the key blocks its rows visit.
+  // One tile's coordinates, sequence, mask and the key blocks its rows visit. The scheduler's
+  // heads are groups of P.pack query heads (tile_rows.cuh), its blocks tile_positions query
+  // positions each.
   struct Work {
     TileCoord c;
     SeqlenInfo seq;
     Mask mask;
-    int m_begin;
+    int head0;  // the query head of the tile's row 0
+    int first;  // the query position of its row 0
     BlockRange blocks;
     bool in_sequence;  // false: varlen tile past the end of a shorter sequence
 
-    __device__ Work(const FwdParams &p, const Scheduler &sched, int t)
+    __device__ Work(const FwdParamsSm90 &P, const Scheduler &sched, int t)
         : c(sched.tile(t)),
-          seq(p, c.batch),
-          mask(p, seq.seqlen_q, seq.seqlen_k),
-          m_begin(first_row(c.block, seq.seqlen_q)),
+          seq(P.base, c.batch),
+          mask(P.base, seq.seqlen_q, seq.seqlen_k),
+          head0(c.head * P.pack),
+          first(P.pack > 1 ? c.block * P.tile_positions : first_row(c.block, seq.seqlen_q)),
           blocks{0, 0},
-          in_sequence(m_begin < seq.seqlen_q) {
-      if (in_sequence) blocks = mask.template blocks_of_rows<kBlockN>(m_begin, m_begin + kBlockM);
+          in_sequence(first < seq.seqlen_q) {
+      if (in_sequence) {
+        blocks = mask.template blocks_of_rows<kBlockN>(first, first + P.tile_positions);
+      }
     }
     __device__ bool has_keys() const { return blocks.end > blocks.begin; }
 
-    // The first row of query block `block`. Where warpgroups skip the key blocks their rows
-    // do not see (MainloopFwd::kSkipUnseenBlocks), the tiles are aligned to the end of the
-    // sequence: where kBlockM does not divide seqlen_q the ragged tile is the first one, which
-    // starts before row 0 (those rows are neither counted nor stored: TMA fills them with
-    // zeros, or with the previous sequence's rows for varlen, and the epilogue skips them).
-    // A ragged tile is lighter than the cost model of PersistentTileScheduler assumes (its
-    // missing rows' warpgroups skip), and as the last tile under a causal mask it walked
-    // every key on fewer warpgroups, which left its pair lighter than the rest (ncu, hd64
-    // causal 4k: the least busy SM 22% below the mean). As the first it walks the fewest keys
-    // of its (head, batch) and pairs with the heaviest tile. Measured on an
-    // H100 (bf16, causal, same run, five rounds): hd64 +1.9% at seqlen 2k, +2.9% at 4k, +1.2%
-    // at 3000, within 0.3% at 8k and 16k; hd256 +6.2% at 777, -1% at 1500. Where every
-    // warpgroup walks every block of its tile a ragged tile costs as much as a full one, and
-    // shifting the tiles off the key blocks cost hd128 causal 3% at seqlen 1000.
+    // The first row of query block `block` (unpacked tiles). Where warpgroups skip the key
+    // blocks their rows do not see (MainloopFwd::kSkipUnseenBlocks), the tiles are aligned to
+    // the end of the sequence: where kBlockM does not divide seqlen_q the ragged tile is the first
+    // one, which starts before row 0 (those rows are neither counted nor stored: TMA fills them
+    // with zeros, or with the previous sequence's rows for varlen, and the epilogue skips them). A
+    // ragged tile is lighter than the cost model of PersistentTileScheduler assumes (its missing
+    // rows' warpgroups skip), and as the last tile under a causal mask it walked every key on fewer
+    // warpgroups, which left its pair lighter than the rest (ncu, hd64 causal 4k: the least busy SM
+    // 22% below the mean). As the first it walks the fewest keys of its (head, batch) and pairs
+    // with the heaviest tile. Measured on an H100 (bf16, causal, same run, five rounds): hd64 +1.9%
+    // at seqlen 2k, +2.9% at 4k, +1.2% at 3000, within 0.3% at 8k and 16k; hd256 +6.2% at 777, -1%
+    // at 1500. Where every warpgroup walks every block of its tile a ragged tile costs as much as a
+    // full one, and shifting the tiles off the key blocks cost hd128 causal 3% at seqlen 1000.
     __device__ static int first_row(int block, int seqlen_q) {
       if constexpr (!Mainloop::kSkipUnseenBlocks) return block * kBlockM;
       const int blocks = (seqlen_q + kBlockM - 1) / kBlockM;  // of this sequence
@@ -97,8 +103,8 @@ struct FwdKernel {
     // before any thread waits on one or any load signals one.
     __syncthreads();
 
-    const int num_blocks = (p.seqlen_q + kBlockM - 1) / kBlockM;
-    const Scheduler sched(num_blocks, p.num_heads, p.batch,
+    const int num_blocks = (p.seqlen_q + P.tile_positions - 1) / P.tile_positions;
+    const Scheduler sched(num_blocks, p.num_heads / P.pack, p.batch,
                           fwd_light_first(Mainloop::kHeadDim, num_blocks),
                           fwd_tail_split(Mainloop::kHeadDim, num_blocks));
     uint32_t q_phase = 0;
@@ -111,9 +117,9 @@ struct FwdKernel {
         tma_prefetch_descriptor(&P.tma_k);
         tma_prefetch_descriptor(&P.tma_v);
         for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {
-          const Work w(p, sched, t);
+          const Work w(P, sched, t);
           if (!w.in_sequence || !w.has_keys()) continue;
-          Mainloop::load(P, smem, w.seq, w.c.batch, w.c.head, w.m_begin, w.blocks, q_phase, kv);
+          Mainloop::load(P, smem, w.seq, w.c.batch, w.head0, w.first, w.blocks, q_phase, kv);
         }
       }
       return;
@@ -125,23 +131,25 @@ struct FwdKernel {
     turn.start(consumer);
     Mainloop mainloop;
     for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {
-      const Work w(p, sched, t);
+      const Work w(P, sched, t);
       if (!w.in_sequence) continue;
-      Element *out =
-          static_cast<Element *>(p.out) + w.seq.q_like_offset(w.c.batch, w.c.head, p.o_batch_stride,
-                                                              p.o_row_stride, p.o_head_stride);
-      float *lse = p.lse + w.seq.lse_offset(p, w.c.batch, w.c.head);
+      const typename Epilogue::Dest dest{
+          static_cast<Element *>(p.out) + w.seq.q_like_offset(w.c.batch, w.head0, p.o_batch_stride,
+                                                              p.o_row_stride, p.o_head_stride),
+          p.o_row_stride,
+          p.o_head_stride,
+          p.lse + w.seq.lse_offset(p, w.c.batch, w.head0),
+          p.lse_head_stride,
+          w.seq.seqlen_q,
+          p.head_dim};
+      const TileRows rows{w.first, P.pack, P.pack_magic, P.tile_positions};
       if (!w.has_keys()) {
-        Epilogue::store_zero(out, p.o_row_stride, lse, w.m_begin, consumer, w.seq.seqlen_q,
-                             p.head_dim);
+        Epilogue::store_zero(dest, rows, consumer);
         continue;
       }
       float row_lse[2];
-      mainloop.mma(p, smem, w.mask, w.m_begin, w.blocks, consumer, turn, q_phase, kv, row_lse);
-      const int row0 =
-          consumer * Mainloop::kWgRows + (threadIdx.x / 32) % 4 * 16 + (threadIdx.x % 32) / 4;
-      Epilogue::store(mainloop.acc_o, row_lse, out, p.o_row_stride, lse, w.m_begin, row0,
-                      w.seq.seqlen_q, p.head_dim);
+      mainloop.mma(p, smem, w.mask, rows, w.blocks, consumer, turn, q_phase, kv, row_lse);
+      Epilogue::store(mainloop.acc_o, row_lse, dest, rows, Mainloop::thread_row0(consumer));
     }
     turn.finish(consumer);
   }

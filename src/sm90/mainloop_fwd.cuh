@@ -31,6 +31,7 @@
 #include "sm90/ptx.cuh"
 #include "sm90/smem_layout.cuh"
 #include "sm90/tile_config.h"
+#include "sm90/tile_rows.cuh"
 #include "sm90/wgmma_ops.cuh"
 
 namespace ioattn::sm90 {
@@ -132,20 +133,27 @@ struct MainloopFwd {
   // Ascending, so that the tiles of a head running together (all of whose key ranges start at
   // block 0 under a causal mask) read the same K/V blocks at about the same time and share
   // them in L2 (measured +2-5% at hd256 causal over the descending order of FA2/FA3).
-  // q_phase and kv carry the ring positions from tile to tile.
+  // q_phase and kv carry the ring positions from tile to tile. head0: the query head of the
+  // tile's row 0; first: its query position (tile_rows.cuh).
   __device__ static void load(const FwdParamsSm90 &P, SharedStorage &smem, const SeqlenInfo &seq,
-                              int batch, int head, int m_begin, BlockRange blocks,
-                              uint32_t &q_phase, PipelineState<kStages> &kv) {
+                              int batch, int head0, int first, BlockRange blocks, uint32_t &q_phase,
+                              PipelineState<kStages> &kv) {
     const int b = seq.varlen ? 0 : batch;
-    const int head_k = head / P.base.group_size;
-    const int q_row = int(seq.q_row_offset) + m_begin;
+    const int head_k = head0 / P.base.group_size;
+    const int q_row = int(seq.q_row_offset) + first;
     // The single Q buffer is refilled once both consumers are done with the previous tile's.
     mbar_wait(&smem.q_empty, q_phase ^ 1);
-    mbar_arrive_expect_tx(&smem.q_full, TileQ::kBytes);
+    // GQA-packed: pack x tile_positions rows (of 128 bytes per panel); the rest of the buffer
+    // keeps stale rows, which no output row reads.
+    mbar_arrive_expect_tx(&smem.q_full, TileQ::kPanels * 128 * P.pack * P.tile_positions);
 #pragma unroll
     for (int panel = 0; panel < TileQ::kPanels; ++panel) {
-      tma_load_4d(smem.q + panel * TileQ::kPanelBytes, &P.tma_q, &smem.q_full, panel * 64, q_row,
-                  head, b);
+      char *dst = smem.q + panel * TileQ::kPanelBytes;
+      if (P.pack > 1) {
+        tma_load_5d(dst, &P.tma_q, &smem.q_full, panel * 64, 0, q_row, head_k, b);
+      } else {
+        tma_load_4d(dst, &P.tma_q, &smem.q_full, panel * 64, q_row, head0, b);
+      }
     }
     q_phase ^= 1;
     for (int n_block = blocks.begin; n_block < blocks.end; ++n_block) {
@@ -217,14 +225,16 @@ struct MainloopFwd {
 
   // Score mod and boundary mask (-inf where a row must not see a key) of key block n_block.
   __device__ __forceinline__ static void prepare_scores(Acc &s, const ScoreMod &mod,
-                                                        const Mask &mask, int m_begin, int row0,
-                                                        int n_block) {
+                                                        const Mask &mask, const TileRows &rows,
+                                                        int row0, int n_block) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[0][nt][i] = mod(s[0][nt][i]);
-    if (mask.template block_needs_mask<kBlockN>(n_block, m_begin, m_begin + kBlockM)) {
-      mask_fragment(s, mask, m_begin + row0, n_block * kBlockN + 2 * (threadIdx.x % 4));
+    if (mask.template block_needs_mask<kBlockN>(n_block, rows.first, rows.first + rows.positions)) {
+      mask_fragment_rows(
+          s, mask, [&](int, int h) { return rows.position(row0 + 8 * h); },
+          n_block * kBlockN + 2 * (threadIdx.x % 4));
     }
   }
 
@@ -232,9 +242,9 @@ struct MainloopFwd {
   // be rescaled by before P.V adds to it.
   __device__ __forceinline__ static void softmax_step(Acc &s, OnlineSoftmax<1> &softmax,
                                                       float (&correction)[2], const ScoreMod &mod,
-                                                      const Mask &mask, int m_begin, int row0,
-                                                      int n_block) {
-    prepare_scores(s, mod, mask, m_begin, row0, n_block);
+                                                      const Mask &mask, const TileRows &rows,
+                                                      int row0, int n_block) {
+    prepare_scores(s, mod, mask, rows, row0, n_block);
     softmax.update_scores(s, correction);
   }
 
@@ -253,13 +263,14 @@ struct MainloopFwd {
   // as O = 0, LSE = -inf. Rows before 0 (the first of end-aligned tiles, FwdKernel::Work) are
   // not tested for: they see no key but where seqlen_k > seqlen_q, and then walk a few blocks
   // of the lightest tile for nothing.
+  // wg_begin, wg_end: the positions of the warpgroup's rows.
   __device__ __forceinline__ static BlockRange warpgroup_blocks(const Mask &mask, int wg_begin,
-                                                                BlockRange tile) {
+                                                                int wg_end, BlockRange tile) {
     BlockRange mine = tile;
-    if (wg_begin >= mask.seqlen_q) {
+    if (wg_begin >= mask.seqlen_q || wg_end <= wg_begin) {
       mine.end = tile.begin + 1;
     } else {
-      const BlockRange rows = mask.template blocks_of_rows<kBlockN>(wg_begin, wg_begin + kWgRows);
+      const BlockRange rows = mask.template blocks_of_rows<kBlockN>(wg_begin, wg_end);
       if (rows.begin > mine.begin) mine.begin = rows.begin;
       if (rows.end < mine.end) mine.end = rows.end;
       if (mine.end <= mine.begin) mine = {tile.begin, tile.begin + 1};
@@ -284,20 +295,26 @@ struct MainloopFwd {
     }
   }
 
+  // This thread's first row of a tile (its second is row0 + 8).
+  __device__ __forceinline__ static int thread_row0(int consumer) {
+    return consumer * kWgRows + (threadIdx.x / 32) % 4 * 16 + (threadIdx.x % 32) / 4;
+  }
+
   // One tile for consumer warpgroup `consumer`: on return acc_o holds its normalized O rows
-  // and lse their log-sum-exp (rows row0 and row0 + 8 of the tile, row0 = this thread's first).
+  // and lse their log-sum-exp (this thread's rows, thread_row0 and + 8).
   __device__ __forceinline__ void mma(const FwdParams &p, SharedStorage &smem, const Mask &mask,
-                                      int m_begin, BlockRange blocks, int consumer,
+                                      const TileRows &rows, BlockRange blocks, int consumer,
                                       const Turn &turn, uint32_t &q_phase,
                                       PipelineState<kStages> &kv, float (&lse)[2]) {
-    const int warp = (threadIdx.x / 32) % 4;
-    const int row0 = consumer * kWgRows + warp * 16 + (threadIdx.x % 32) / 4;
+    const int row0 = thread_row0(consumer);
     const ScoreMod mod(p);
     OnlineSoftmax<1> softmax(p.score_scale_log2);
     const uint64_t desc_q = desc_k_major(smem_addr(smem.q), consumer * kWgRows);
 
     const BlockRange mine =
-        kSkipUnseenBlocks ? warpgroup_blocks(mask, m_begin + consumer * kWgRows, blocks) : blocks;
+        kSkipUnseenBlocks ? warpgroup_blocks(mask, rows.position(consumer * kWgRows),
+                                             rows.end_of(consumer * kWgRows + kWgRows), blocks)
+                          : blocks;
     skip_blocks(smem, turn, kv, mine.begin - blocks.begin);
     const int n_iters = mine.end - mine.begin;
     int n_block = mine.begin;
@@ -320,7 +337,7 @@ struct MainloopFwd {
     // why: the Q buffer is refilled for the next tile only after every consumer thread's last
     // Q.K^T has retired.
     if (n_iters == 1) mbar_arrive(&smem.q_empty);
-    softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+    softmax_step(s, softmax, correction, mod, mask, rows, row0, n_block);
     pack_p(pf, s);
 
     for (int it = 1; it < n_iters; ++it) {
@@ -341,7 +358,7 @@ struct MainloopFwd {
         fence_operand(flat(s));
         smem.k_ring.consumer_release(kv);
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
-        prepare_scores(s, mod, mask, m_begin, row0, n_block);
+        prepare_scores(s, mod, mask, rows, row0, n_block);
         // The softmax of row 0 (of this thread's two) runs under P(prev).V, that of row 1
         // after its wait, beside the packing of P (which overwrites P.V's operand): the
         // conversions then fill the gaps between row 1's exponentials (8 cycles apart on the
@@ -375,7 +392,7 @@ struct MainloopFwd {
         smem.k_ring.consumer_release(kv);
         smem.v_ring.consumer_release(prev);
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
-        softmax_step(s, softmax, correction, mod, mask, m_begin, row0, n_block);
+        softmax_step(s, softmax, correction, mod, mask, rows, row0, n_block);
         rescale_o = true;  // eager: every block moves O to the new max
       }
       pack_p(pf, s);

@@ -16,8 +16,17 @@ struct alignas(64) TmaDescriptor {
 // Each tensor is mapped as 4-D (head_dim, rows, heads, batch), innermost first: rows =
 // seqlen (dense) or total rows with batch = 1 (varlen, the kernel adds the sequence's first
 // row). A box is 64 columns (one 128-byte swizzled panel) by a tile's rows.
+//
+// GQA packing (pack > 1): a tile's rows are the `pack` query heads of one K/V head (its whole
+// group, group_size) at each of tile_positions query positions, row r at position r / pack of
+// query head r % pack of the group; tma_q then maps q as 5-D (head_dim, pack, rows, heads_k,
+// batch) with a box of 64 x pack x tile_positions. pack = 1: one query head per tile, rows are
+// positions (tile_positions = block_m).
 struct FwdParamsSm90 {
   FwdParams base;
+  int pack;
+  int pack_magic;  // sm90/tile_rows.cuh
+  int tile_positions;
   TmaDescriptor tma_q;
   TmaDescriptor tma_k;
   TmaDescriptor tma_v;

@@ -14,6 +14,7 @@
 #include "ioattn/api.h"
 #include "sm90/params.h"
 #include "sm90/tile_config.h"
+#include "sm90/tile_rows.cuh"
 
 namespace ioattn {
 namespace {
@@ -79,6 +80,44 @@ cudaError_t encode(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_di
   return status == 0 ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+// GQA packing: 5-D map (head_dim, pack, rows, heads_k, batch) of q, with a box of 64 columns x
+// pack query heads x positions rows, in that order in shared memory: tile row r is position
+// r / pack of the group's head r % pack (sm90/tile_rows.cuh).
+cudaError_t encode_packed_q(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_dim,
+                            int dtype, int pack, int positions) {
+  const EncodeTiled fn = encode_tiled();
+  if (fn == nullptr) return cudaErrorSymbolNotFound;
+  auto stride = [](int64_t s, int64_t extent) { return extent > 1 ? s * 2 : int64_t(16); };
+  const int64_t heads_k = t.heads / pack;
+  const uint64_t dims[5] = {uint64_t(head_dim), uint64_t(pack), uint64_t(t.rows), uint64_t(heads_k),
+                            uint64_t(t.batch)};
+  const uint64_t strides[4] = {
+      uint64_t(stride(t.head_stride, pack)), uint64_t(stride(t.row_stride, t.rows)),
+      uint64_t(stride(t.head_stride * pack, heads_k)), uint64_t(stride(t.batch_stride, t.batch))};
+  const uint32_t box[5] = {64, uint32_t(pack), uint32_t(positions), 1, 1};
+  const uint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  const int status = fn(desc, dtype == IOATTN_DTYPE_BF16 ? kTmaBFloat16 : kTmaFloat16, 5,
+                        const_cast<void *>(t.ptr), dims, strides, box, elem_strides,
+                        kTmaInterleaveNone, kTmaSwizzle128B, kTmaL2Promote256B, kTmaOobFillZeros);
+  return status == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Whether the query heads of a group share tiles (GQA packing, sm90/tile_rows.cuh): where that
+// takes fewer tiles, i.e. where seqlen_q leaves most of a tile's rows empty (decoding, short
+// prompts). Each packed tile then loads the K/V blocks once for the whole group: on an H100
+// (bf16, hd128, 8 query heads per K/V head, one query against 8k keys, batch 32) 3.2x faster.
+// Under a window mask only where a (head group, batch) takes one packed tile: the persistent
+// schedule pairs a group's tiles, and so few, long tiles as two packed ones run on half the
+// CTAs (hd128 causal, 64 queries against 4k keys, 4 heads per group: -8%). At most block_m
+// heads per group (a tile holds at least one position) and 256 (a TMA box dimension).
+int gqa_pack(const FwdParams &p, int block_m, bool window) {
+  const int g = p.group_size;
+  if (g <= 1 || g > block_m || g > 256) return 1;
+  const int64_t packed = ceil_div(p.seqlen_q, block_m / g);
+  const int64_t unpacked = int64_t(g) * ceil_div(p.seqlen_q, block_m);
+  return packed < unpacked && (!window || packed == 1) ? g : 1;
+}
+
 TensorLayout layout_q(const FwdParams &p) {
   const bool varlen = p.cu_seqlens_q != nullptr;
   return {p.q,
@@ -126,7 +165,13 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
       sm90::fwd_tile_config(kernel.head_dim, kernel.window, kernel.long_q);
   sm90::FwdParamsSm90 p{};
   p.base = params;
-  cudaError_t err = encode(&p.tma_q, layout_q(params), params.head_dim, kernel.dtype, cfg.block_m);
+  p.pack = gqa_pack(params, cfg.block_m, kernel.window);
+  p.pack_magic = sm90::pack_magic(p.pack);
+  p.tile_positions = cfg.block_m / p.pack;
+  cudaError_t err =
+      p.pack > 1 ? encode_packed_q(&p.tma_q, layout_q(params), params.head_dim, kernel.dtype,
+                                   p.pack, p.tile_positions)
+                 : encode(&p.tma_q, layout_q(params), params.head_dim, kernel.dtype, cfg.block_m);
   if (err == cudaSuccess) {
     err = encode(&p.tma_k,
                  layout_kv(params, params.k, params.k_row_stride, params.k_head_stride,
@@ -147,10 +192,12 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
     err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
   }
   if (err != cudaSuccess) return err;
-  // Persistent: one CTA per SM, at most one per unit of PersistentTileScheduler (query tiles,
-  // paired with a window mask; for varlen, seqlen_q is the maximum over the batch).
-  const int64_t units = persistent_units(ceil_div(params.seqlen_q, kernel.block),
-                                         int64_t(params.num_heads) * params.batch, kernel.window);
+  // Persistent: one CTA per SM, at most one per unit of PersistentTileScheduler (query tiles of
+  // tile_positions positions and pack heads, paired with a window mask; for varlen, seqlen_q is
+  // the maximum over the batch).
+  const int64_t units =
+      persistent_units(ceil_div(params.seqlen_q, p.tile_positions),
+                       int64_t(params.num_heads / p.pack) * params.batch, kernel.window);
   const int64_t grid = units < num_sms ? units : num_sms;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
                        kernel.smem_bytes, p, stream);
