@@ -263,7 +263,8 @@ struct MainloopFwd {
   // as O = 0, LSE = -inf. Rows before 0 (the first of end-aligned tiles, FwdKernel::Work) are
   // not tested for: they see no key but where seqlen_k > seqlen_q, and then walk a few blocks
   // of the lightest tile for nothing.
-  // wg_begin, wg_end: the positions of the warpgroup's rows.
+  // wg_begin, wg_end: the positions of the warpgroup's live rows (none, wg_end <= wg_begin,
+  // where a GQA-packed tile's live rows end before the warpgroup's).
   __device__ __forceinline__ static BlockRange warpgroup_blocks(const Mask &mask, int wg_begin,
                                                                 int wg_end, BlockRange tile) {
     BlockRange mine = tile;
