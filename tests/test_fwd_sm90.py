@@ -85,17 +85,16 @@ LONG_Q_CASES = {
 @pytest.mark.parametrize("name", LONG_Q_CASES)
 def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
     sq, sk, window, softcap, varlen = LONG_Q_CASES[name]
-    case = {
-        "batch": 3 if varlen else 1,
-        "seqlen_q": sq,
-        "seqlen_k": sk,
-        "heads": (4, 2),
-        "head_dim": head_dim,
-        "dtype": torch.bfloat16,
-        "window": window,
-        "softcap": softcap,
-        "varlen": varlen,
-    }
+    case = _case(
+        head_dim=head_dim,
+        seqlen_q=sq,
+        seqlen_k=sk,
+        heads=(4, 2),
+        window=window,
+        batch=3 if varlen else 1,
+        softcap=softcap,
+        varlen=varlen,
+    )
     _check_against_sm80(case, case_seed("sm90-long-q", name, head_dim), monkeypatch)
 
 
@@ -119,17 +118,7 @@ SKIP_CASES = {
 @pytest.mark.parametrize("name", SKIP_CASES)
 def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     head_dim, sq, sk, window = SKIP_CASES[name]
-    case = {
-        "batch": 2,
-        "seqlen_q": sq,
-        "seqlen_k": sk,
-        "heads": (4, 2),
-        "head_dim": head_dim,
-        "dtype": torch.bfloat16,
-        "window": window,
-        "softcap": 0.0,
-        "varlen": False,
-    }
+    case = _case(head_dim=head_dim, seqlen_q=sq, seqlen_k=sk, heads=(4, 2), window=window, batch=2)
     _check_against_sm80(case, case_seed("sm90-skip", name), monkeypatch)
 
 
@@ -154,17 +143,15 @@ END_ALIGNED_CASES = {
 @pytest.mark.parametrize("name", END_ALIGNED_CASES)
 def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     head_dim, sq, sk, window, varlen = END_ALIGNED_CASES[name]
-    case = {
-        "batch": 5 if varlen else 2,
-        "seqlen_q": sq,
-        "seqlen_k": sk,
-        "heads": (4, 2),
-        "head_dim": head_dim,
-        "dtype": torch.bfloat16,
-        "window": window,
-        "softcap": 0.0,
-        "varlen": varlen,
-    }
+    case = _case(
+        head_dim=head_dim,
+        seqlen_q=sq,
+        seqlen_k=sk,
+        heads=(4, 2),
+        window=window,
+        batch=5 if varlen else 2,
+        varlen=varlen,
+    )
     _check_against_sm80(case, case_seed("sm90-end-aligned", name), monkeypatch)
 
 
@@ -192,17 +179,16 @@ PACK_CASES = {
 @pytest.mark.parametrize("name", PACK_CASES)
 def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     head_dim, sq, sk, heads, window, softcap, varlen = PACK_CASES[name]
-    case = {
-        "batch": 4 if varlen else 2,
-        "seqlen_q": sq,
-        "seqlen_k": sk,
-        "heads": heads,
-        "head_dim": head_dim,
-        "dtype": torch.bfloat16,
-        "window": window,
-        "softcap": softcap,
-        "varlen": varlen,
-    }
+    case = _case(
+        head_dim=head_dim,
+        seqlen_q=sq,
+        seqlen_k=sk,
+        heads=heads,
+        window=window,
+        batch=4 if varlen else 2,
+        softcap=softcap,
+        varlen=varlen,
+    )
     _check_against_sm80(case, case_seed("sm90-gqa-pack", name), monkeypatch)
 
 
@@ -223,18 +209,35 @@ TAIL_CASES = {
 @pytest.mark.parametrize("name", TAIL_CASES)
 def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     head_dim, batch, seqlen, heads, window, varlen = TAIL_CASES[name]
-    case = {
-        "batch": batch,
-        "seqlen_q": seqlen,
-        "seqlen_k": seqlen,
-        "heads": heads,
-        "head_dim": head_dim,
-        "dtype": torch.bfloat16,
-        "window": window,
-        "softcap": 0.0,
-        "varlen": varlen,
-    }
+    case = _case(
+        head_dim=head_dim,
+        seqlen_q=seqlen,
+        seqlen_k=seqlen,
+        heads=heads,
+        window=window,
+        batch=batch,
+        varlen=varlen,
+    )
     _check_against_sm80(case, case_seed("sm90-tail", name), monkeypatch)
+
+
+def _case(
+    *,
+    head_dim: int,
+    seqlen_q: int,
+    seqlen_k: int,
+    heads: tuple[int, int],
+    window: tuple[int, int],
+    batch: int,
+    softcap: float = 0.0,
+    varlen: bool = False,
+) -> dict[str, object]:
+    """A chosen bf16 case for _check_against_sm80 (the random ones come from _draw)."""
+    return {
+        "batch": batch, "seqlen_q": seqlen_q, "seqlen_k": seqlen_k, "heads": heads,
+        "head_dim": head_dim, "dtype": torch.bfloat16, "window": window, "softcap": softcap,
+        "varlen": varlen,
+    }  # fmt: skip
 
 
 def _check_against_sm80(case: dict, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:

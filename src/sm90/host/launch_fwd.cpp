@@ -58,26 +58,37 @@ struct TensorLayout {
   int64_t row_stride, head_stride, batch_stride;  // elements
 };
 
-// 4-D map (head_dim, rows, heads, batch) with a box of 64 columns x box_rows rows: one
-// 128-byte-swizzled panel of a tile (sm90/smem_layout.cuh). Elements past head_dim or past
-// the last row read as zeros.
-cudaError_t encode(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_dim, int dtype,
-                   int box_rows) {
+// A dimension of extent 1 is never stepped over; give it a legal stride (bytes).
+uint64_t tma_stride(int64_t elements, int64_t extent) {
+  return uint64_t(extent > 1 ? elements * 2 : int64_t(16));
+}
+
+// A 128-byte-swizzled tiled map of `rank` dimensions (innermost first, 2-byte elements) whose
+// box starts with 64 columns: one panel of a tile (sm90/smem_layout.cuh). Elements outside the
+// tensor read as zeros.
+template <int kRank>
+cudaError_t encode_map(sm90::TmaDescriptor *desc, const void *ptr, int dtype,
+                       const uint64_t (&dims)[kRank], const uint64_t (&strides)[kRank - 1],
+                       const uint32_t (&box)[kRank]) {
   const EncodeTiled fn = encode_tiled();
   if (fn == nullptr) return cudaErrorSymbolNotFound;
-  // A dimension of extent 1 is never stepped over; give it a legal stride.
-  auto stride = [](int64_t s, int64_t extent) { return extent > 1 ? s * 2 : int64_t(16); };
-  const uint64_t dims[4] = {uint64_t(head_dim), uint64_t(t.rows), uint64_t(t.heads),
-                            uint64_t(t.batch)};
-  const uint64_t strides[3] = {uint64_t(stride(t.row_stride, t.rows)),
-                               uint64_t(stride(t.head_stride, t.heads)),
-                               uint64_t(stride(t.batch_stride, t.batch))};
-  const uint32_t box[4] = {64, uint32_t(box_rows), 1, 1};
-  const uint32_t elem_strides[4] = {1, 1, 1, 1};
-  const int status = fn(desc, dtype == IOATTN_DTYPE_BF16 ? kTmaBFloat16 : kTmaFloat16, 4,
-                        const_cast<void *>(t.ptr), dims, strides, box, elem_strides,
+  uint32_t elem_strides[kRank];
+  for (uint32_t &s : elem_strides) s = 1;
+  const int status = fn(desc, dtype == IOATTN_DTYPE_BF16 ? kTmaBFloat16 : kTmaFloat16, kRank,
+                        const_cast<void *>(ptr), dims, strides, box, elem_strides,
                         kTmaInterleaveNone, kTmaSwizzle128B, kTmaL2Promote256B, kTmaOobFillZeros);
   return status == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// 4-D map (head_dim, rows, heads, batch) with a box of 64 columns x box_rows rows.
+cudaError_t encode(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_dim, int dtype,
+                   int box_rows) {
+  const uint64_t dims[4] = {uint64_t(head_dim), uint64_t(t.rows), uint64_t(t.heads),
+                            uint64_t(t.batch)};
+  const uint64_t strides[3] = {tma_stride(t.row_stride, t.rows), tma_stride(t.head_stride, t.heads),
+                               tma_stride(t.batch_stride, t.batch)};
+  const uint32_t box[4] = {64, uint32_t(box_rows), 1, 1};
+  return encode_map(desc, t.ptr, dtype, dims, strides, box);
 }
 
 // GQA packing: 5-D map (head_dim, pack, rows, heads_k, batch) of q, with a box of 64 columns x
@@ -85,21 +96,14 @@ cudaError_t encode(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_di
 // r / pack of the group's head r % pack (sm90/tile_rows.cuh).
 cudaError_t encode_packed_q(sm90::TmaDescriptor *desc, const TensorLayout &t, int head_dim,
                             int dtype, int pack, int positions) {
-  const EncodeTiled fn = encode_tiled();
-  if (fn == nullptr) return cudaErrorSymbolNotFound;
-  auto stride = [](int64_t s, int64_t extent) { return extent > 1 ? s * 2 : int64_t(16); };
   const int64_t heads_k = t.heads / pack;
   const uint64_t dims[5] = {uint64_t(head_dim), uint64_t(pack), uint64_t(t.rows), uint64_t(heads_k),
                             uint64_t(t.batch)};
-  const uint64_t strides[4] = {
-      uint64_t(stride(t.head_stride, pack)), uint64_t(stride(t.row_stride, t.rows)),
-      uint64_t(stride(t.head_stride * pack, heads_k)), uint64_t(stride(t.batch_stride, t.batch))};
+  const uint64_t strides[4] = {tma_stride(t.head_stride, pack), tma_stride(t.row_stride, t.rows),
+                               tma_stride(t.head_stride * pack, heads_k),
+                               tma_stride(t.batch_stride, t.batch)};
   const uint32_t box[5] = {64, uint32_t(pack), uint32_t(positions), 1, 1};
-  const uint32_t elem_strides[5] = {1, 1, 1, 1, 1};
-  const int status = fn(desc, dtype == IOATTN_DTYPE_BF16 ? kTmaBFloat16 : kTmaFloat16, 5,
-                        const_cast<void *>(t.ptr), dims, strides, box, elem_strides,
-                        kTmaInterleaveNone, kTmaSwizzle128B, kTmaL2Promote256B, kTmaOobFillZeros);
-  return status == 0 ? cudaSuccess : cudaErrorInvalidValue;
+  return encode_map(desc, t.ptr, dtype, dims, strides, box);
 }
 
 // Whether the query heads of a group share tiles (GQA packing, sm90/tile_rows.cuh): where that
