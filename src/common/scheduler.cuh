@@ -3,7 +3,7 @@
 // `block` is the query block of a forward tile, the key block of a backward tile.
 #pragma once
 
-#include "common/persistent_units.h"
+#include "common/persistent_schedule.h"
 #include "common/portable.h"
 
 namespace ioattn {
@@ -47,59 +47,8 @@ struct StridedTileScheduler {
   }
 };
 
-// The tail of a paired persistent schedule: the tiles of the pairs from unit `first` on and the
-// middle blocks of every (head, batch), heaviest (highest query block) first, same-block tiles in
-// ascending (head, batch). Position k maps to its tile in O(1): the block runs down from
-// num_blocks - 1 in groups of equal block, whose sizes change at four points (where the
-// partially covered (head, batch) `bh0`, whose pairs start at j0, joins or leaves, and at the
-// middle block).
-struct TailOrder {
-  int num_blocks, pairs_per_bh, bh0, j0;
-  int with_bh0;     // tiles per block where bh0 has one: (head, batch) pairs bh0 .. end
-  int without_bh0;  // where it has none: bh0 + 1 .. end
-  int mids;         // middle-block tiles (all (head, batch) pairs; 0 for an even num_blocks)
-  int end1, end2, end3, end4;  // ends of the position ranges of the groups (see tile)
-
-  __device__ TailOrder(int num_blocks_, int heads_batch, int first)
-      : num_blocks(num_blocks_),
-        pairs_per_bh(num_blocks_ / 2),
-        bh0(first / (num_blocks_ / 2)),
-        j0(first % (num_blocks_ / 2)),
-        with_bh0(heads_batch - bh0),
-        without_bh0(heads_batch - bh0 - 1),
-        mids(num_blocks_ % 2 ? heads_batch : 0) {
-    end1 = j0 * without_bh0;                       // heavy blocks of pairs j < j0
-    end2 = end1 + (pairs_per_bh - j0) * with_bh0;  // heavy blocks of pairs j >= j0
-    end3 = end2 + mids;                            // middle blocks
-    end4 = end3 + (pairs_per_bh - j0) * with_bh0;  // light blocks of pairs j >= j0
-  }
-  __device__ int size() const { return end4 + j0 * without_bh0; }
-
-  // The tile at position k: its query block, and its (head, batch) returned.
-  __device__ int tile(int k, int &block) const {
-    if (k < end1) {
-      block = num_blocks - 1 - k / without_bh0;
-      return bh0 + 1 + k % without_bh0;
-    }
-    if (k < end2) {
-      block = num_blocks - 1 - j0 - (k - end1) / with_bh0;
-      return bh0 + (k - end1) % with_bh0;
-    }
-    if (k < end3) {
-      block = pairs_per_bh;
-      return k - end2;
-    }
-    if (k < end4) {
-      block = pairs_per_bh - 1 - (k - end3) / with_bh0;
-      return bh0 + (k - end3) % with_bh0;
-    }
-    block = j0 - 1 - (k - end4) / without_bh0;
-    return bh0 + 1 + (k - end4) % without_bh0;
-  }
-};
-
-// Persistent: grid.x = min(units, SMs) CTAs (persistent_units); CTA i computes units i,
-// i + grid, i + 2 grid, ...
+// Persistent: grid.x = min(units, CTAs that fit the device) (make_persistent_schedule, whose
+// constants the kernel takes as a parameter); CTA i computes units i, i + grid, i + 2 grid, ...
 //
 // Without kPaired a unit is one tile, numbered as in SingleTileScheduler (block fastest: the
 // CTAs running together share a head's K/V in L2).
@@ -142,58 +91,31 @@ struct TailOrder {
 // first, for 201 MB of Q, K and V). The kernels choose it per launch (sm90::fwd_light_first).
 template <bool kPaired>
 struct PersistentTileScheduler {
-  int num_blocks;
-  int num_heads;
-  int pairs_per_bh;  // full pairs of one (head, batch)
-  int num_pairs;     // full pairs of all (head, batch) pairs; the middle blocks follow
-  int num_units;
-  bool light_first;  // paired: the lighter tile of a pair first (see the comment above)
-  // Paired, tail (see TailOrder): round robin over the first bulk_units pairs only (bulk_units
-  // = num_units without a tail), then tail_tiles single tiles, heaviest first, dealt in a snake.
-  int bulk_units;
-  int tail_tiles;
+  const PersistentSchedule &s;  // the launch's constants (make_persistent_schedule)
 
-  __device__ PersistentTileScheduler(int num_blocks_, int num_heads_, int batch,
-                                     bool light_first_ = false, bool tail_split = false)
-      : num_blocks(num_blocks_),
-        num_heads(num_heads_),
-        pairs_per_bh(num_blocks_ / 2),
-        num_pairs(num_blocks_ / 2 * num_heads_ * batch),
-        num_units(int(persistent_units(num_blocks_, int64_t(num_heads_) * batch, kPaired))),
-        light_first(light_first_),
-        bulk_units(num_units),
-        tail_tiles(0) {
-    const int grid = int(gridDim.x);
-    if (kPaired && tail_split && num_pairs >= 2 * grid) {
-      // One more round of pairs in the tail where tiles are long (see TailOrder).
-      const int rounds = num_pairs / grid - (num_blocks >= 32 ? 2 : 1);
-      bulk_units = rounds * grid;
-      tail_tiles = TailOrder(num_blocks, num_heads_ * batch, bulk_units).size();
-    }
-  }
+  __device__ explicit PersistentTileScheduler(const PersistentSchedule &schedule) : s(schedule) {}
 
   // A tile index t below 2 * bulk_units is a unit (unpaired) or 2 * unit + the half of the
   // pair (paired); from 2 * bulk_units on it is 2 * bulk_units + the tail position.
   __device__ int first() const {
     if (!kPaired) return blockIdx.x;
-    return bulk_units > 0 ? 2 * blockIdx.x : 2 * bulk_units + blockIdx.x;
+    return s.bulk_units > 0 ? 2 * blockIdx.x : 2 * s.bulk_units + blockIdx.x;
   }
   __device__ int next(int t) const {
-    if (!kPaired) return t + gridDim.x;
-    const int grid = int(gridDim.x);
-    if (t < 2 * bulk_units) {
+    if (!kPaired) return t + s.grid;
+    if (t < 2 * s.bulk_units) {
       if (t % 2 == 0) return t + 1;
-      const int unit = t / 2 + grid;
-      return unit < bulk_units ? 2 * unit : 2 * bulk_units + int(blockIdx.x);
+      const int unit = t / 2 + s.grid;
+      return unit < s.bulk_units ? 2 * unit : 2 * s.bulk_units + int(blockIdx.x);
     }
     // Snake: even rounds of the tail run left to right over the CTAs, odd ones right to left.
-    const int round = (t - 2 * bulk_units) / grid + 1;
-    const int slot = round % 2 == 0 ? int(blockIdx.x) : grid - 1 - int(blockIdx.x);
-    return 2 * bulk_units + round * grid + slot;
+    const int round = s.by_grid.div(t - 2 * s.bulk_units) + 1;
+    const int slot = round % 2 == 0 ? int(blockIdx.x) : s.grid - 1 - int(blockIdx.x);
+    return 2 * s.bulk_units + round * s.grid + slot;
   }
   __device__ bool valid(int t) const {
-    if (!kPaired) return t < num_units;
-    return t < 2 * bulk_units || t - 2 * bulk_units < tail_tiles;
+    if (!kPaired) return t < s.num_units;
+    return t < 2 * s.bulk_units || t - 2 * s.bulk_units < s.tail_tiles;
   }
 
   // A middle block's unit has one tile: its second half gets block = num_blocks, which holds
@@ -202,28 +124,23 @@ struct PersistentTileScheduler {
     TileCoord c;
     int bh;
     if constexpr (kPaired) {
-      if (t >= 2 * bulk_units) {
-        // Rebuilt per tile rather than kept: a dozen more live registers made the hd256
-        // consumers spill.
-        const TailOrder tail(num_blocks, num_pairs / pairs_per_bh, bulk_units);
-        bh = tail.tile(t - 2 * bulk_units, c.block);
+      if (t >= 2 * s.bulk_units) {
+        bh = s.tail.tile(t - 2 * s.bulk_units, c.block);
       } else {
         const int unit = t / 2;
-        if (unit < num_pairs) {
-          const int j = unit % pairs_per_bh;
-          c.block = (t % 2 == 0) != light_first ? num_blocks - 1 - j : j;
-          bh = unit / pairs_per_bh;
+        if (unit < s.num_pairs) {
+          int j;
+          bh = s.by_blocks.divmod(unit, j);
+          c.block = (t % 2 == 0) != bool(s.light_first) ? s.num_blocks - 1 - j : j;
         } else {
-          c.block = t % 2 == 0 ? num_blocks / 2 : num_blocks;
-          bh = unit - num_pairs;
+          c.block = t % 2 == 0 ? s.num_blocks / 2 : s.num_blocks;
+          bh = unit - s.num_pairs;
         }
       }
     } else {
-      c.block = t % num_blocks;
-      bh = t / num_blocks;
+      bh = s.by_blocks.divmod(t, c.block);
     }
-    c.head = bh % num_heads;
-    c.batch = bh / num_heads;
+    c.batch = s.by_heads.divmod(bh, c.head);
     return c;
   }
 };

@@ -103,10 +103,7 @@ struct FwdKernel {
     // before any thread waits on one or any load signals one.
     __syncthreads();
 
-    const int num_blocks = (p.seqlen_q + P.tile_positions - 1) / P.tile_positions;
-    const Scheduler sched(num_blocks, p.num_heads / P.pack, p.batch,
-                          fwd_light_first(Mainloop::kHeadDim, num_blocks),
-                          fwd_tail_split(Mainloop::kHeadDim, num_blocks));
+    const Scheduler sched(P.sched);
     uint32_t q_phase = 0;
     PipelineState<Mainloop::kStages> kv;
 

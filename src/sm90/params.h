@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common/params.h"
+#include "common/persistent_schedule.h"
 #include "common/portable.h"
 
 namespace ioattn::sm90 {
@@ -24,6 +25,7 @@ struct alignas(64) TmaDescriptor {
 // positions (tile_positions = block_m).
 struct FwdParamsSm90 {
   FwdParams base;
+  PersistentSchedule sched;  // the tile schedule (common/scheduler.cuh)
   int pack;
   int pack_magic;  // sm90/tile_rows.cuh
   int tile_positions;

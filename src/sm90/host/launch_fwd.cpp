@@ -10,7 +10,7 @@
 #include "common/host/launch.h"
 #include "common/host/launch_kernel.h"
 #include "common/host/plan.h"
-#include "common/persistent_units.h"
+#include "common/persistent_schedule.h"
 #include "ioattn/api.h"
 #include "sm90/params.h"
 #include "sm90/tile_config.h"
@@ -198,11 +198,13 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
   if (err != cudaSuccess) return err;
   // Persistent: one CTA per SM, at most one per unit of PersistentTileScheduler (query tiles of
   // tile_positions positions and pack heads, paired with a window mask; for varlen, seqlen_q is
-  // the maximum over the batch).
-  const int64_t units =
-      persistent_units(ceil_div(params.seqlen_q, p.tile_positions),
-                       int64_t(params.num_heads / p.pack) * params.batch, kernel.window);
-  const int64_t grid = units < num_sms ? units : num_sms;
+  // the maximum over the batch). The schedule's constants are the kernel's to read.
+  const int num_blocks = int(ceil_div(params.seqlen_q, p.tile_positions));
+  p.sched =
+      make_persistent_schedule(num_blocks, params.num_heads / p.pack, params.batch, kernel.window,
+                               sm90::fwd_light_first(kernel.head_dim, num_blocks),
+                               sm90::fwd_tail_split(kernel.head_dim, num_blocks), num_sms);
+  const int64_t grid = p.sched.grid;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
                        kernel.smem_bytes, p, stream);
 }
