@@ -121,19 +121,27 @@ struct Mask {
     return {int(first / kBlockM), int((last + kBlockM - 1) / kBlockM)};
   }
 
-  // True when key block n_block holds a key that some row of [m_begin, m_end) must not see:
-  // the block crosses the right edge of the first row, or the left edge of the last row. Rows
-  // before 0 (m_begin < 0) see fewer keys than row 0: the answer errs towards masking there.
+  // The key blocks that every row of [m_begin, m_end) sees whole, which need no element-wise
+  // mask: those from the left edge of the last row (clipped to the sequence) to the right edge of
+  // the first row. Rows before 0 (m_begin < 0) see fewer keys than row 0: the range errs towards
+  // masking there. Without a window only the ragged last block is masked.
   template <int kBlockN>
-  __device__ bool block_needs_mask(int n_block, int m_begin, int m_end) const {
-    const int n_begin = n_block * kBlockN;
-    const int n_end = n_begin + kBlockN;
+  __device__ BlockRange unmasked_blocks(int m_begin, int m_end) const {
     if constexpr (!kWindow) {
-      return n_end > seqlen_k;
+      return {0, seqlen_k / kBlockN};
     } else {
       const int last_row = (m_end < seqlen_q ? m_end : seqlen_q) - 1;
-      return n_end > keys_of_row(m_begin).hi || n_begin < keys_of_row(last_row).lo;
+      // Both edges are clamped to [0, seqlen_k], so the divisions round as intended.
+      return {(keys_of_row(last_row).lo + kBlockN - 1) / kBlockN,
+              keys_of_row(m_begin).hi / kBlockN};
     }
+  }
+
+  // True when key block n_block holds a key that some row of [m_begin, m_end) must not see.
+  template <int kBlockN>
+  __device__ bool block_needs_mask(int n_block, int m_begin, int m_end) const {
+    const BlockRange whole = unmasked_blocks<kBlockN>(m_begin, m_end);
+    return n_block < whole.begin || n_block >= whole.end;
   }
 };
 
@@ -164,22 +172,22 @@ __device__ __forceinline__ uint32_t keys_before(int x) {
 inline constexpr int kMaskBitsMinTiles = 12;
 
 //
-// row_of(mt, h): the query row (position in the sequence) of s[mt][..][2 h], s[mt][..][2 h + 1];
-// mask_fragment below passes first_row + 16 mt + 8 h, the SM90 forward its GQA-packed rows.
-template <class MaskT, int kMT, int kNT, class RowOf>
-__device__ __forceinline__ void mask_fragment_rows(float (&s)[kMT][kNT][4], const MaskT &mask,
-                                                   const RowOf &row_of, int first_key) {
+// keys[mt][h]: the visible keys of the row of s[mt][..][2 h] and s[mt][..][2 h + 1] (a row's
+// keys_of_row, which callers that mask many blocks of the same rows compute once).
+template <int kMT, int kNT>
+__device__ __forceinline__ void mask_fragment_keys(float (&s)[kMT][kNT][4],
+                                                   const KeyRange (&keys)[kMT][2], int first_key) {
   constexpr int kChunk = 16;  // n8 tiles per 32-bit mask
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const KeyRange keys = mask.keys_of_row(row_of(mt, h));
 #pragma unroll
       for (int nt0 = 0; nt0 < kNT; nt0 += kChunk) {
         if constexpr (kNT >= kMaskBitsMinTiles) {
           const int base = first_key + 8 * nt0;
-          const uint32_t visible = keys_before(keys.hi - base) & ~keys_before(keys.lo - base);
+          const uint32_t visible =
+              keys_before(keys[mt][h].hi - base) & ~keys_before(keys[mt][h].lo - base);
 #pragma unroll
           for (int nt = nt0; nt < nt0 + kChunk && nt < kNT; ++nt) {
 #pragma unroll
@@ -193,7 +201,7 @@ __device__ __forceinline__ void mask_fragment_rows(float (&s)[kMT][kNT][4], cons
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int key = first_key + 8 * nt + e;
-              if (key < keys.lo || key >= keys.hi) s[mt][nt][2 * h + e] = neg_inf();
+              if (key < keys[mt][h].lo || key >= keys[mt][h].hi) s[mt][nt][2 * h + e] = neg_inf();
             }
           }
         }
@@ -202,11 +210,17 @@ __device__ __forceinline__ void mask_fragment_rows(float (&s)[kMT][kNT][4], cons
   }
 }
 
+// The same for rows first_row + 16 mt + 8 h.
 template <class MaskT, int kMT, int kNT>
 __device__ __forceinline__ void mask_fragment(float (&s)[kMT][kNT][4], const MaskT &mask,
                                               int first_row, int first_key) {
-  mask_fragment_rows(
-      s, mask, [first_row](int mt, int h) { return first_row + 16 * mt + 8 * h; }, first_key);
+  KeyRange keys[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) keys[mt][h] = mask.keys_of_row(first_row + 16 * mt + 8 * h);
+  }
+  mask_fragment_keys(s, keys, first_key);
 }
 
 using MaskFull = Mask<false>;

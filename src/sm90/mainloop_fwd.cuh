@@ -223,18 +223,50 @@ struct MainloopFwd {
     }
   }
 
+  // What the boundary mask of a tile needs, computed once per tile: the key blocks that every
+  // row of the tile sees whole, and the visible keys of this thread's two rows. Derived per block
+  // (the int64 window edges of both), the mask cost hd64 causal 512 246 instructions per warp and
+  // boundary block beside 424 for the rest of an iteration. The three-consumer kernels (160
+  // registers, where boundary blocks are 1-2 of a tile's 6-40) keep only the block range and
+  // derive the rows' keys per boundary block: holding them cost 1.5-2% at hd64 causal 4k-16k.
+  struct TileMask {
+    static constexpr bool kKeepKeys = kConsumerWarpgroups < 3;
+    const Mask &mask;      // what the keys derive from: the mask, the tile's rows and this
+    const TileRows &rows;  // thread's first row
+    int row0;
+    KeyRange kept[1][2];  // (MMA_M = 1 per warp, rows h = 0, 1): the keys, where kKeepKeys
+    BlockRange whole;     // key blocks that need no mask
+
+    __device__ __forceinline__ TileMask(const Mask &mask_, const TileRows &rows_, int row0_)
+        : mask(mask_),
+          rows(rows_),
+          row0(row0_),
+          whole(
+              mask_.template unmasked_blocks<kBlockN>(rows_.first, rows_.first + rows_.positions)) {
+      if constexpr (kKeepKeys) keys(kept);
+    }
+    // The visible keys of this thread's two rows.
+    __device__ __forceinline__ void keys(KeyRange (&k)[1][2]) const {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) k[0][h] = mask.keys_of_row(rows.position(row0 + 8 * h));
+    }
+  };
+
   // Score mod and boundary mask (-inf where a row must not see a key) of key block n_block.
   __device__ __forceinline__ static void prepare_scores(Acc &s, const ScoreMod &mod,
-                                                        const Mask &mask, const TileRows &rows,
-                                                        int row0, int n_block) {
+                                                        const TileMask &tm, int n_block) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[0][nt][i] = mod(s[0][nt][i]);
-    if (mask.template block_needs_mask<kBlockN>(n_block, rows.first, rows.first + rows.positions)) {
-      mask_fragment_rows(
-          s, mask, [&](int, int h) { return rows.position(row0 + 8 * h); },
-          n_block * kBlockN + 2 * (threadIdx.x % 4));
+    if (n_block < tm.whole.begin || n_block >= tm.whole.end) {
+      if constexpr (TileMask::kKeepKeys) {
+        mask_fragment_keys(s, tm.kept, n_block * kBlockN + 2 * (threadIdx.x % 4));
+      } else {
+        KeyRange keys[1][2];
+        tm.keys(keys);
+        mask_fragment_keys(s, keys, n_block * kBlockN + 2 * (threadIdx.x % 4));
+      }
     }
   }
 
@@ -242,9 +274,8 @@ struct MainloopFwd {
   // be rescaled by before P.V adds to it.
   __device__ __forceinline__ static void softmax_step(Acc &s, OnlineSoftmax<1> &softmax,
                                                       float (&correction)[2], const ScoreMod &mod,
-                                                      const Mask &mask, const TileRows &rows,
-                                                      int row0, int n_block) {
-    prepare_scores(s, mod, mask, rows, row0, n_block);
+                                                      const TileMask &tm, int n_block) {
+    prepare_scores(s, mod, tm, n_block);
     softmax.update_scores(s, correction);
   }
 
@@ -309,6 +340,7 @@ struct MainloopFwd {
                                       PipelineState<kStages> &kv, float (&lse)[2]) {
     const int row0 = thread_row0(consumer);
     const ScoreMod mod(p);
+    const TileMask tm(mask, rows, row0);
     OnlineSoftmax<1> softmax(p.score_scale_log2);
     const uint64_t desc_q = desc_k_major(smem_addr(smem.q), consumer * kWgRows);
 
@@ -338,7 +370,7 @@ struct MainloopFwd {
     // why: the Q buffer is refilled for the next tile only after every consumer thread's last
     // Q.K^T has retired.
     if (n_iters == 1) mbar_arrive(&smem.q_empty);
-    softmax_step(s, softmax, correction, mod, mask, rows, row0, n_block);
+    softmax_step(s, softmax, correction, mod, tm, n_block);
     pack_p(pf, s);
 
     for (int it = 1; it < n_iters; ++it) {
@@ -359,7 +391,7 @@ struct MainloopFwd {
         fence_operand(flat(s));
         smem.k_ring.consumer_release(kv);
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
-        prepare_scores(s, mod, mask, rows, row0, n_block);
+        prepare_scores(s, mod, tm, n_block);
         // The softmax of row 0 (of this thread's two) runs under P(prev).V, that of row 1
         // after its wait, beside the packing of P (which overwrites P.V's operand): the
         // conversions then fill the gaps between row 1's exponentials (8 cycles apart on the
@@ -393,7 +425,7 @@ struct MainloopFwd {
         smem.k_ring.consumer_release(kv);
         smem.v_ring.consumer_release(prev);
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
-        softmax_step(s, softmax, correction, mod, mask, rows, row0, n_block);
+        softmax_step(s, softmax, correction, mod, tm, n_block);
         rescale_o = true;  // eager: every block moves O to the new max
       }
       pack_p(pf, s);
