@@ -30,8 +30,8 @@ MASKS = {"full": "false", "window": "true"}
 # kernels, the kernel template, the params type, and host expressions (of hd, window and the
 # variant flag v) for its launch shape ("block_q", query rows per tile, where it is not
 # "block"); optionally one variant flag (VARIANT_FLAGS): the (head dim, mask) pairs that also
-# get a second tile config, "long_q" for long query sequences (with "min_seqlen_q", from which
-# the host prefers it) or "small_smem" for GPUs where the default does not fit, and
+# get a second tile config, "long_q" for long query sequences (with "min_seqlen_q", an
+# expression of hd and window: the seqlen_q from which the host prefers it) or "small_smem" for GPUs where the default does not fit, and
 # "has_<flag>", the tile header's word on which pairs have one (the generated table
 # static_asserts that the two agree; the kernel template then takes the flag as a fifth, bool
 # argument); per helper: the kernel template (of the element type, and where
@@ -98,7 +98,7 @@ LIBRARIES: dict[str, dict] = {
                 "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {v})",
                 "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {v})",
                 "long_q": {(64, "window"), (128, "full"), (256, "window")},
-                "min_seqlen_q": "ioattn::sm90::kFwdLongSeqlenQ",
+                "min_seqlen_q": "ioattn::sm90::fwd_long_min_seqlen_q({hd}, {w})",
                 "has_long_q": "ioattn::sm90::fwd_has_long_variant({hd}, {w})",
             },
         },
@@ -254,7 +254,9 @@ def main() -> None:
                         shape = {key: op.get(key, op["block"]).format(hd=hd, w=window, v=c_bool(alt))
                                  for key in ("block", "block_q", "threads", "smem")}  # fmt: skip
                         flags = {f: alt and flag == f for f in VARIANT_FLAGS}
-                        min_seqlen_q = op["min_seqlen_q"] if flags["long_q"] else "0"
+                        min_seqlen_q = (
+                            op["min_seqlen_q"].format(hd=hd, w=window) if flags["long_q"] else "0"
+                        )
                         tables[op_name].append(
                             f"    {{{DTYPES[dtype]}, {hd}, {window}, {c_bool(softcap)}, "
                             f"{c_bool(flags['long_q'])}, {min_seqlen_q}, "

@@ -63,11 +63,13 @@ def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _check_against_sm80(_draw(index), case_seed("sm90-diff-data", index), monkeypatch)
 
 
-# A second kernel from seqlen_q 2048 on (sm90/tile_config.h, kFwdLongSeqlenQ): hd64 with a window
-# mask (192-row tiles), hd128 without one (176-key blocks), hd256 with a window mask (80-key
-# blocks). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
+# A second kernel for long query sequences (sm90/tile_config.h, fwd_long_min_seqlen_q): hd64 with
+# a window mask from seqlen_q 640 on (192-row tiles), hd128 without one from 2048 (176-key
+# blocks), hd256 with a window mask from 2048 (80-key blocks). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
 # under causal masks), a local window, softcap, GQA, varlen with an empty sequence.
 LONG_Q_CASES = {
+    "639-causal": (639, 639, (-1, 0), 0.0, False),
+    "640x700-causal": (640, 700, (-1, 0), 0.0, False),
     "2047-causal": (2047, 2047, (-1, 0), 0.0, False),
     "2048-causal": (2048, 2048, (-1, 0), 0.0, False),
     "2048x1800-causal": (2048, 1800, (-1, 0), 0.0, False),
@@ -98,7 +100,7 @@ def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.Mo
     _check_against_sm80(case, case_seed("sm90-long-q", name, head_dim), monkeypatch)
 
 
-# Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 2048,
+# Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 640,
 # hd192 128 x 112, hd256 128 x 64 below it and 128 x 80 from it): a consumer warpgroup skips
 # the key blocks its own 64 rows do not see (MainloopFwd::warpgroup_blocks). Trailing blocks
 # under causal masks, with seqlen_q above and below seqlen_k; leading ones under a left window
