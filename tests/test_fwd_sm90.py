@@ -162,8 +162,9 @@ def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> N
 # r % group). Decoding (one query), a few queries, a group that does not divide the tile (3, 7:
 # rows past group x positions are never loaded), the largest groups (16 at hd256: 8 positions a
 # tile; 32 at hd64), masks that hide some of a position's keys (causal with seqlen_q <
-# seqlen_k, local), softcap, varlen with empty sequences. (The host packs where that takes
-# fewer tiles, and under a window mask only at one tile per group, so these shapes run packed.)
+# seqlen_k, local), softcap, varlen with empty sequences, 2-3 packed tiles per group (which the
+# window kernels run as single tiles, not pairs). (The host packs where that takes fewer tiles,
+# so these shapes run packed.)
 PACK_CASES = {
     "hd128-decode-g8": (128, 1, 3000, (16, 2), (-1, -1), 0.0, False),
     "hd128-decode-g8-causal": (128, 1, 3000, (16, 2), (-1, 0), 0.0, False),
@@ -175,6 +176,9 @@ PACK_CASES = {
     "hd96-4q-g4-softcap": (96, 4, 800, (8, 2), (-1, -1), 15.0, False),
     "hd128-12q-g8-causal-varlen": (128, 12, 2000, (16, 2), (-1, 0), 0.0, True),
     "hd64-40q-g4-full-2tiles": (64, 40, 1000, (8, 2), (-1, -1), 0.0, False),
+    "hd128-64q-g4-causal-2tiles": (128, 64, 300, (8, 2), (-1, 0), 0.0, False),
+    "hd64-70q-g4-local-3tiles": (64, 70, 500, (8, 2), (60, 0), 0.0, False),
+    "hd256-70q-g4-causal-varlen-3tiles": (256, 70, 700, (8, 2), (-1, 0), 0.0, True),
 }
 
 

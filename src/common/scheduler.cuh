@@ -58,7 +58,10 @@ struct StridedTileScheduler {
 // Every pair costs about the same, so the static round robin stays balanced; and units are
 // (head, batch)-major, so the CTAs running together cover only a few heads, whose K/V stay in
 // L2. With an odd num_blocks the middle blocks are left over: they come last, one unit each
-// (interleaved with the pairs, an even grid would hand them all to the same CTAs). The
+// (interleaved with the pairs, an even grid would hand them all to the same CTAs). A launch can
+// also ask a paired kernel for single tiles only (PersistentSchedule::first_single,
+// by_singles): where a (head, batch) has a few tiles of about the same cost (GQA-packed ones),
+// pairs would leave CTAs idle. The
 // longest-processing-time-first order this replaces (round robin over tiles sorted by cost)
 // left the CTAs with the heaviest tile of every wave up to 12% more work than the mean at
 // hd256, and its waves spread over many heads: ncu measured a 57% L2 hit rate at hd256 causal
@@ -118,8 +121,9 @@ struct PersistentTileScheduler {
     return t < 2 * s.bulk_units || t - 2 * s.bulk_units < s.tail_tiles;
   }
 
-  // A middle block's unit has one tile: its second half gets block = num_blocks, which holds
-  // no query row (the kernel skips it like a varlen tile past the end of its sequence).
+  // A single tile's unit (a middle block, or any tile of a launch that does not pair) has one
+  // tile: its second half gets block = num_blocks, which holds no query row (the kernel skips it
+  // like a varlen tile past the end of its sequence).
   __device__ TileCoord tile(int t) const {
     TileCoord c;
     int bh;
@@ -133,8 +137,9 @@ struct PersistentTileScheduler {
           bh = s.by_blocks.divmod(unit, j);
           c.block = (t % 2 == 0) != bool(s.light_first) ? s.num_blocks - 1 - j : j;
         } else {
-          c.block = t % 2 == 0 ? s.num_blocks / 2 : s.num_blocks;
-          bh = unit - s.num_pairs;
+          int r;
+          bh = s.by_singles.divmod(unit - s.num_pairs, r);
+          c.block = t % 2 == 0 ? s.first_single + r : s.num_blocks;
         }
       }
     } else {

@@ -110,16 +110,14 @@ cudaError_t encode_packed_q(sm90::TmaDescriptor *desc, const TensorLayout &t, in
 // takes fewer tiles, i.e. where seqlen_q leaves most of a tile's rows empty (decoding, short
 // prompts). Each packed tile then loads the K/V blocks once for the whole group: on an H100
 // (bf16, hd128, 8 query heads per K/V head, one query against 8k keys, batch 32) 3.2x faster.
-// Under a window mask only where a (head group, batch) takes one packed tile: the persistent
-// schedule pairs a group's tiles, and so few, long tiles as two packed ones run on half the
-// CTAs (hd128 causal, 64 queries against 4k keys, 4 heads per group: -8%). At most block_m
-// heads per group (a tile holds at least one position) and 256 (a TMA box dimension).
-int gqa_pack(const FwdParams &p, int block_m, bool window) {
+// At most block_m heads per group (a tile holds at least one position) and 256 (a TMA box
+// dimension).
+int gqa_pack(const FwdParams &p, int block_m) {
   const int g = p.group_size;
   if (g <= 1 || g > block_m || g > 256) return 1;
   const int64_t packed = ceil_div(p.seqlen_q, block_m / g);
   const int64_t unpacked = int64_t(g) * ceil_div(p.seqlen_q, block_m);
-  return packed < unpacked && (!window || packed == 1) ? g : 1;
+  return packed < unpacked ? g : 1;
 }
 
 TensorLayout layout_q(const FwdParams &p) {
@@ -169,7 +167,7 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
       sm90::fwd_tile_config(kernel.head_dim, kernel.window, kernel.long_q);
   sm90::FwdParamsSm90 p{};
   p.base = params;
-  p.pack = gqa_pack(params, cfg.block_m, kernel.window);
+  p.pack = gqa_pack(params, cfg.block_m);
   p.pack_magic = sm90::pack_magic(p.pack);
   p.tile_positions = cfg.block_m / p.pack;
   cudaError_t err =
@@ -197,12 +195,16 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
   }
   if (err != cudaSuccess) return err;
   // Persistent: one CTA per SM, at most one per unit of PersistentTileScheduler (query tiles of
-  // tile_positions positions and pack heads, paired with a window mask; for varlen, seqlen_q is
-  // the maximum over the batch). The schedule's constants are the kernel's to read.
+  // tile_positions positions and pack heads; for varlen, seqlen_q is the maximum over the
+  // batch). The schedule's constants are the kernel's to read. Window masks pair a (head,
+  // batch)'s light and heavy tiles, but not GQA-packed ones: a group has only a few tiles then,
+  // of about the same cost, and pairs left CTAs idle (hd128 causal, 64 queries against 4k keys,
+  // 4 heads per group, batch 16: 2 packed tiles per group; paired 335 TFLOPS, single 539 on an
+  // H100, bf16).
   const int num_blocks = int(ceil_div(params.seqlen_q, p.tile_positions));
   p.sched =
       make_persistent_schedule(num_blocks, params.num_heads / p.pack, params.batch, kernel.window,
-                               sm90::fwd_light_first(kernel.head_dim, num_blocks),
+                               p.pack == 1, sm90::fwd_light_first(kernel.head_dim, num_blocks),
                                sm90::fwd_tail_split(kernel.head_dim, num_blocks), num_sms);
   const int64_t grid = p.sched.grid;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
