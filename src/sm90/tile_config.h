@@ -44,10 +44,10 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
 // cmake/gen_kernels.py; the generated table checks it against this), and the host runs it
 // from this seqlen_q on (the maximum seqlen_q for varlen). hd64 with a window mask: the 192-row
 // tile from 640 on. Measured on an H100 (bf16, causal, same run, against the 128-row tile): 7%
-// slower at 512, 4% faster at 640, 18% at 704, 7% at 1k (where it was 11-13% slower before the
-// tile schedule moved to the host and end-aligned tiles came in), 15% at 1536. hd128 and hd256:
-// from 2048 (see fwd_tile_config; hd256 was 1.5% slower at 1536 with its long kernel, hd128
-// without a mask 1-2% slower at 1k and 1536).
+// slower at 512, 4% faster at 640, 18% at 704, 7% at 1k, 15% at 1536 (an earlier measurement,
+// before end-aligned tiles and the device-time timer, had it 11-13% slower at 1k). hd128 and
+// hd256: from 2048 (see fwd_tile_config; hd256 was 1.5% slower at 1536 with its long kernel,
+// hd128 without a mask 1-2% slower at 1k and 1536).
 IOATTN_HOST_DEVICE constexpr int fwd_long_min_seqlen_q(int head_dim, bool window) {
   return head_dim <= 64 && window ? 640 : 2048;
 }
