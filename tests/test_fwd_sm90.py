@@ -199,16 +199,18 @@ def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 # Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles
-# (PersistentTileScheduler, sm90::fwd_tail_split: hd64, and hd128 from 16 query blocks). With
-# the 132 SMs of an H100 SXM: the tail starting inside a (head, batch) (j0 > 0) or at one
-# (j0 = 0), odd and even block counts (middle blocks in the tail), two tail rounds (32+ query
-# blocks), GQA, a local window, varlen with short sequences.
+# (PersistentTileScheduler, sm90::fwd_tail_split: hd64, and hd128 from 16 query blocks, or from 4
+# where the pairs' last round would keep less than half the CTAs busy). With the 132 SMs of an
+# H100 SXM: the tail starting inside a (head, batch) (j0 > 0) or at one (j0 = 0), odd and even
+# block counts (middle blocks in the tail), two tail rounds (32+ query blocks), GQA, a local
+# window, varlen with short sequences, hd128 with 10 blocks (280 pairs: 16 in the last round).
 TAIL_CASES = {
     "hd64-6000-causal-gqa": (64, 1, 6000, (20, 4), (-1, 0), False),
     "hd64-2500-local": (64, 4, 2500, (24, 24), (300, 20), False),
     "hd64-4000-causal-varlen": (64, 12, 4000, (8, 8), (-1, 0), True),
     "hd128-2100-causal": (128, 3, 2100, (12, 12), (-1, 0), False),
     "hd128-2816-causal-j0": (128, 2, 2816, (12, 6), (-1, 0), False),
+    "hd128-1280-causal-short-round": (128, 7, 1280, (8, 8), (-1, 0), False),
 }
 
 

@@ -202,10 +202,15 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
   // 4 heads per group, batch 16: 2 packed tiles per group; paired 335 TFLOPS, single 539 on an
   // H100, bf16).
   const int num_blocks = int(ceil_div(params.seqlen_q, p.tile_positions));
-  p.sched =
-      make_persistent_schedule(num_blocks, params.num_heads / p.pack, params.batch, kernel.window,
-                               p.pack == 1, sm90::fwd_light_first(kernel.head_dim, num_blocks),
-                               sm90::fwd_tail_split(kernel.head_dim, num_blocks), num_sms);
+  const int heads = params.num_heads / p.pack;
+  const int64_t pairs = persistent_units(num_blocks, int64_t(heads) * params.batch, true);
+  const int64_t last_round = pairs % num_sms;  // units of a partly busy last round, if any
+  p.sched = make_persistent_schedule(
+      num_blocks, heads, params.batch, kernel.window, p.pack == 1,
+      sm90::fwd_light_first(kernel.head_dim, num_blocks),
+      sm90::fwd_tail_split(kernel.head_dim, num_blocks,
+                           pairs < num_sms || last_round == 0 ? 1.0 : double(last_round) / num_sms),
+      num_sms);
   const int64_t grid = p.sched.grid;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
                        kernel.smem_bytes, p, stream);
