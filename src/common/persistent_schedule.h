@@ -94,6 +94,7 @@ struct PersistentSchedule {
   TailOrder tail;
 };
 
+#ifndef __CUDACC_RTC__  // host code; NVRTC compiles device code only
 // heads: of the schedule (GQA-packed: head groups); paired_kernel: the kernel's scheduler pairs
 // tiles (PersistentTileScheduler<true>); pair: the launch wants pairs, else a paired kernel's
 // units are all single tiles (every query block of a (head, batch), in order); max_ctas: what
@@ -126,5 +127,6 @@ inline PersistentSchedule make_persistent_schedule(int num_blocks, int heads, in
   }
   return s;
 }
+#endif
 
 }  // namespace ioattn

@@ -13,7 +13,9 @@ using uint8_t = unsigned char;
 using uint16_t = unsigned short;
 using uint32_t = unsigned int;
 using uint64_t = unsigned long long;
-static_assert(sizeof(int64_t) == 8 && sizeof(int32_t) == 4, "unexpected integer widths");
+using uintptr_t = unsigned long long;
+static_assert(sizeof(int64_t) == 8 && sizeof(int32_t) == 4 && sizeof(uintptr_t) == sizeof(void *),
+              "unexpected integer widths");
 #else
 #include <cstdint>
 #endif
