@@ -12,6 +12,9 @@ bench   the GPU machine, offline: no venv, installs nothing, runs ``python -m io
         with the installed ioattn (after ``nox -s gpu``); posargs go to it (default: the whole
         benchmark, written to build/bench/).
 sdist   builds the sdist and checks it holds what a build needs (src/, cmake/, CMakeLists.txt).
+nvrtc   builds the kernel libraries (pruned table) with the CUDA 12 wheels' device compiler,
+        NVRTC from PyPI (ci/install_cuda.sh 12.9): the kernel sources must compile without a C++
+        standard library or host functions. CI runs it after sdist.
 wheel   ``nox -s "wheel(cuda='12.9')"`` / ``"wheel(cuda='13.0')"``: the release wheel of one CUDA
         major, built on this host like cibuildwheel builds it (sdist -> distribution renamed
         ioattn-cu<major> -> full kernel table -> auditwheel repair -> ci/check_wheel.py), into
@@ -248,6 +251,31 @@ def sdist(session: nox.Session) -> None:
     if stray:
         session.error(f"{path.name} holds build outputs: {stray[:5]}")
     session.log(f"{path.name}: {len(names)} files, all required ones present")
+
+
+@nox.session
+def nvrtc(session: nox.Session) -> None:
+    """Build the pruned kernel table's libraries with NVRTC (the CUDA 12 wheels' compiler)."""
+    session.install("cmake", "ninja")
+    lines = session.run(
+        "bash",
+        "ci/install_cuda.sh",
+        "12.9",
+        str(ROOT / "build" / "cuda-12.9"),
+        silent=True,
+        external=True,
+    )
+    toolchain = dict(line.split("=", 1) for line in str(lines).split() if "=" in line)
+    defines = {
+        **toolchain,
+        "IOATTN_HEAD_DIMS": os.environ.get("IOATTN_HEAD_DIMS", "64"),
+        "IOATTN_DTYPES": os.environ.get("IOATTN_DTYPES", "bf16"),
+        "CMAKE_CXX_COMPILER_LAUNCHER": "ccache" if shutil.which("ccache") else "",
+    }
+    build = ROOT / "build" / "nvrtc-pruned"
+    flags = [f"-D{key}={value}" for key, value in defines.items()]
+    session.run("cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja", *flags)
+    session.run("cmake", "--build", str(build), env=_build_env())
 
 
 def _wheel_dir(cuda: str) -> Path:
