@@ -98,7 +98,9 @@ struct MainloopBwd {
   // operand dS of dQ (at the warp's first m16 tile of query rows), and the A operand P^T / dS^T
   // of dV / dK. kLaneRegs registers per pattern at most (tile_config.h).
   static constexpr int kLaneRegs = bwd_lane_regs(kHeadDim, Mask::kIsWindow);
-  static constexpr int lane_regs(int most) { return kLaneRegs < most ? kLaneRegs : most; }
+  IOATTN_HOST_DEVICE static constexpr int lane_regs(int most) {
+    return kLaneRegs < most ? kLaneRegs : most;
+  }
   using OffKV = typename TileKV::template LaneOffsets<lane_regs(TileKV::kPairsPerSubRow), 2>;
   using OffKQ = typename TileDS::template LaneOffsets<lane_regs(TileDS::kPairsPerSubRow), 2>;
   using OffQ = typename TileQ::template LaneOffsets<lane_regs(TileQ::kPairsPerSubRow), 2>;
