@@ -85,10 +85,12 @@ struct PersistentSchedule {
   int num_units = 0;
   int bulk_units = 0;    // paired: units of the round robin (num_units without a tail)
   int tail_tiles = 0;    // paired: single tiles after them, in TailOrder
-  int light_first = 0;   // paired: the lighter tile of a pair first
+  int mirrored = 0;      // paired: mirrored pairs (no tail)
+  int heads_batch = 0;   // (head, batch) pairs
   int first_single = 0;  // paired: the query block of a (head, batch)'s first single tile
   FastDiv by_heads;      // (head, batch) index -> batch, head
-  FastDiv by_blocks;     // unit (paired) or tile -> (head, batch), and pair or block
+  FastDiv by_blocks;     // unit (paired) or tile -> (head, batch), and pair or block;
+                         // mirrored: unit -> pair of (head, batch), and block
   FastDiv by_singles;    // paired: single unit -> (head, batch), and block from first_single
   FastDiv by_grid;       // tail position -> round
   TailOrder tail;
@@ -99,26 +101,32 @@ struct PersistentSchedule {
 // tiles (PersistentTileScheduler<true>); pair: the launch wants pairs, else a paired kernel's
 // units are all single tiles (every query block of a (head, batch), in order); max_ctas: what
 // the device holds at once.
+// mirrored: mirror the pairs (the kernel must be able to, kMirrors), which then end without a tail.
 inline PersistentSchedule make_persistent_schedule(int num_blocks, int heads, int batch,
-                                                   bool paired_kernel, bool pair, bool light_first,
+                                                   bool paired_kernel, bool pair, bool mirror,
                                                    bool tail_split, int64_t max_ctas) {
   PersistentSchedule s;
   const bool paired = paired_kernel && pair;
-  const int64_t units = persistent_units(num_blocks, int64_t(heads) * batch, paired);
+  const bool mirrored = paired && mirror;
+  const int64_t heads_batch = int64_t(heads) * batch;
+  // Mirrored: a unit per query block of every pair of (head, batch), the last pair perhaps half.
+  const int64_t units = mirrored ? (heads_batch + 1) / 2 * num_blocks
+                                 : persistent_units(num_blocks, heads_batch, paired);
   s.grid = int(units < max_ctas ? units : max_ctas);
   s.num_blocks = num_blocks;
   const int pairs_per_bh = paired ? num_blocks / 2 : 0;
-  s.num_pairs = pairs_per_bh * heads * batch;
+  s.num_pairs = mirrored ? int(units) : pairs_per_bh * heads * batch;
   s.num_units = int(units);
   s.bulk_units = s.num_units;
-  s.light_first = paired && light_first;
+  s.mirrored = mirrored;
+  s.heads_batch = int(heads_batch);
   s.first_single = paired ? num_blocks / 2 : 0;  // the middle block of an odd num_blocks
   s.by_heads = FastDiv(heads > 0 ? heads : 1);
-  const int blocks_divisor = paired_kernel ? pairs_per_bh : num_blocks;
+  const int blocks_divisor = !paired_kernel || mirrored ? num_blocks : pairs_per_bh;
   s.by_blocks = FastDiv(blocks_divisor > 0 ? blocks_divisor : 1);
   s.by_singles = FastDiv(paired || num_blocks < 1 ? 1 : num_blocks);
   s.by_grid = FastDiv(s.grid > 0 ? s.grid : 1);
-  if (paired && tail_split && s.num_pairs >= 2 * s.grid) {
+  if (paired && !mirrored && tail_split && s.num_pairs >= 2 * s.grid) {
     // One more round of pairs in the tail where tiles are long (see TailOrder).
     const int rounds = s.num_pairs / s.grid - (num_blocks >= 32 ? 2 : 1);
     s.bulk_units = rounds * s.grid;

@@ -12,6 +12,7 @@ struct TileCoord {
   int block;
   int head;
   int batch;
+  bool reversed = false;  // walk the tile's key blocks last to first (mirrored pairs)
 };
 
 // One tile per CTA, grid.x = num_blocks * num_heads * batch (1-D, so batch * heads may exceed
@@ -87,12 +88,17 @@ struct StridedTileScheduler {
 // same instruction count. With the tail hd64 causal 4k-16k went from 0.94-0.96x FA3 to
 // 0.98-1.02x (same runs).
 //
-// light_first runs the lighter tile of each pair first. Its key blocks are the first ones of the
-// heavier tile's, which then finds them still in L2; the other way round the light tile re-reads
-// blocks the heavy one read at its start, which by then can have left L2 where K/V blocks are
-// large and sequences short (ncu, hd256 causal 512: DRAM reads 269 MB heavy first, 227 MB light
-// first, for 201 MB of Q, K and V). The kernels choose it per launch (sm90::fwd_light_first).
-template <bool kPaired>
+// Mirrored pairs (kMirrors kernels, where the launch asks for them: sm90::fwd_mirrored_pairs):
+// a unit is query block j of (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1, whose
+// key blocks the kernel walks last to first. The num_blocks consecutive units of g run together
+// on as many CTAs, which start together and walk up from key block 0, so they read each K/V
+// block of 2 g at about the same time; every CTA's two tiles cost num_blocks + 1 key blocks, so
+// the tiles of 2 g + 1 end together, and walking down they read its blocks together too (the
+// last at the end). Pairs of one (head, batch) read a block up to half a pair's time apart, and
+// where K/V blocks are large and sequences short the re-reads missed L2: ncu at hd256 causal 512
+// (lighter tile of the pair first, which mirrored pairs replace there) measured 219 MB of DRAM
+// reads for 201 MB of Q, K and V, with DRAM at 74% of its peak, so every extra byte cost time.
+template <bool kPaired, bool kMirrors = false>
 struct PersistentTileScheduler {
   const PersistentSchedule &s;  // the launch's constants (make_persistent_schedule)
 
@@ -132,10 +138,20 @@ struct PersistentTileScheduler {
         bh = s.tail.tile(t - 2 * s.bulk_units, c.block);
       } else {
         const int unit = t / 2;
-        if (unit < s.num_pairs) {
+        if (kMirrors && s.mirrored) {
+          int j;
+          const int second = t % 2;
+          bh = 2 * s.by_blocks.divmod(unit, j) + second;
+          c.block = second ? s.num_blocks - 1 - j : j;
+          c.reversed = second;
+          if (bh == s.heads_batch) {  // the missing half of an odd count's last pair
+            --bh;
+            c.block = s.num_blocks;
+          }
+        } else if (unit < s.num_pairs) {
           int j;
           bh = s.by_blocks.divmod(unit, j);
-          c.block = (t % 2 == 0) != bool(s.light_first) ? s.num_blocks - 1 - j : j;
+          c.block = t % 2 == 0 ? s.num_blocks - 1 - j : j;
         } else {
           int r;
           bh = s.by_singles.divmod(unit - s.num_pairs, r);

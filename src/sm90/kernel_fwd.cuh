@@ -116,7 +116,8 @@ struct FwdKernel {
         for (int t = sched.first(); sched.valid(t); t = sched.next(t)) {
           const Work w(P, sched, t);
           if (!w.in_sequence || !w.has_keys()) continue;
-          Mainloop::load(P, smem, w.seq, w.c.batch, w.head0, w.first, w.blocks, q_phase, kv);
+          Mainloop::load(P, smem, w.seq, w.c.batch, w.head0, w.first, w.blocks, w.c.reversed,
+                         q_phase, kv);
         }
       }
       return;
@@ -145,7 +146,8 @@ struct FwdKernel {
         continue;
       }
       float row_lse[2];
-      mainloop.mma(p, smem, w.mask, rows, w.blocks, consumer, turn, q_phase, kv, row_lse);
+      mainloop.mma(p, smem, w.mask, rows, w.blocks, w.c.reversed, consumer, turn, q_phase, kv,
+                   row_lse);
       Epilogue::store(mainloop.acc_o, row_lse, dest, rows, Mainloop::thread_row0(consumer));
     }
     turn.finish(consumer);

@@ -94,6 +94,8 @@ struct MainloopFwd {
   static constexpr int kBlockN = kCfg.block_n;
   static constexpr int kStages = kCfg.stages;
   static constexpr int kConsumerWarpgroups = kCfg.consumers;
+  // Tiles may walk their key blocks last to first (mirrored pairs, PersistentTileScheduler).
+  static constexpr bool kReversible = fwd_mirrors_pairs(kHeadDim, Mask::kIsWindow, kLongQ);
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kWgRows = 64;         // query rows per consumer warpgroup
   static constexpr int kNT = kBlockN / 8;    // n8 tiles of S
@@ -132,12 +134,14 @@ struct MainloopFwd {
   // Issues the TMA loads of one tile: Q once, then K and V of key blocks begin to end - 1.
   // Ascending, so that the tiles of a head running together (all of whose key ranges start at
   // block 0 under a causal mask) read the same K/V blocks at about the same time and share
-  // them in L2 (measured +2-5% at hd256 causal over the descending order of FA2/FA3).
+  // them in L2 (measured +2-5% at hd256 causal over the descending order of FA2/FA3); reversed
+  // (the second tile of a mirrored pair, PersistentTileScheduler) from end - 1 down, so that
+  // the tiles of a head that end together read the same blocks together.
   // q_phase and kv carry the ring positions from tile to tile. head0: the query head of the
   // tile's row 0; first: its query position (tile_rows.cuh).
   __device__ static void load(const FwdParamsSm90 &P, SharedStorage &smem, const SeqlenInfo &seq,
-                              int batch, int head0, int first, BlockRange blocks, uint32_t &q_phase,
-                              PipelineState<kStages> &kv) {
+                              int batch, int head0, int first, BlockRange blocks, bool reversed,
+                              uint32_t &q_phase, PipelineState<kStages> &kv) {
     const int b = seq.varlen ? 0 : batch;
     const int head_k = head0 / P.base.group_size;
     const int q_row = int(seq.q_row_offset) + first;
@@ -156,7 +160,8 @@ struct MainloopFwd {
       }
     }
     q_phase ^= 1;
-    for (int n_block = blocks.begin; n_block < blocks.end; ++n_block) {
+    for (int i = 0; i < blocks.end - blocks.begin; ++i) {
+      const int n_block = kReversible && reversed ? blocks.end - 1 - i : blocks.begin + i;
       const int kv_row = int(seq.k_row_offset) + n_block * kBlockN;
       uint64_t *k_full = smem.k_ring.producer_acquire(kv, TileKV::kBytes);
 #pragma unroll
@@ -333,10 +338,11 @@ struct MainloopFwd {
   }
 
   // One tile for consumer warpgroup `consumer`: on return acc_o holds its normalized O rows
-  // and lse their log-sum-exp (this thread's rows, thread_row0 and + 8).
+  // and lse their log-sum-exp (this thread's rows, thread_row0 and + 8). reversed: the key
+  // blocks come last to first (load).
   __device__ __forceinline__ void mma(const FwdParams &p, SharedStorage &smem, const Mask &mask,
-                                      const TileRows &rows, BlockRange blocks, int consumer,
-                                      const Turn &turn, uint32_t &q_phase,
+                                      const TileRows &rows, BlockRange blocks, bool reversed,
+                                      int consumer, const Turn &turn, uint32_t &q_phase,
                                       PipelineState<kStages> &kv, float (&lse)[2]) {
     const int row0 = thread_row0(consumer);
     const ScoreMod mod(p);
@@ -348,9 +354,14 @@ struct MainloopFwd {
         kSkipUnseenBlocks ? warpgroup_blocks(mask, rows.position(consumer * kWgRows),
                                              rows.end_of(consumer * kWgRows + kWgRows), blocks)
                           : blocks;
-    skip_blocks(smem, turn, kv, mine.begin - blocks.begin);
+    // The blocks before this warpgroup's, in the order they come, and those after them.
+    const bool down = kReversible && reversed;
+    const int skip_before = down ? blocks.end - mine.end : mine.begin - blocks.begin;
+    const int skip_after = down ? mine.begin - blocks.begin : blocks.end - mine.end;
+    skip_blocks(smem, turn, kv, skip_before);
     const int n_iters = mine.end - mine.begin;
-    int n_block = mine.begin;
+    const int step = down ? -1 : 1;
+    int n_block = down ? mine.end - 1 : mine.begin;
     Acc s;
     PFrag pf;
     float correction[2];
@@ -376,7 +387,7 @@ struct MainloopFwd {
     for (int it = 1; it < n_iters; ++it) {
       const PipelineState<kStages> prev = kv;  // the block whose P is in pf
       kv.advance();
-      ++n_block;
+      n_block += step;
       smem.k_ring.consumer_wait(kv);
       if constexpr (kIntraWarpgroupOverlap) {
         turn.wait_turn();
@@ -440,7 +451,7 @@ struct MainloopFwd {
     fence_operand(flat(acc_o));
     smem.v_ring.consumer_release(kv);
     kv.advance();
-    skip_blocks(smem, turn, kv, blocks.end - mine.end);
+    skip_blocks(smem, turn, kv, skip_after);
     softmax.finalize(acc_o, lse);
   }
 };

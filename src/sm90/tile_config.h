@@ -59,13 +59,23 @@ IOATTN_HOST_DEVICE constexpr bool fwd_has_long_variant(int head_dim, bool window
          a.consumers != b.consumers;
 }
 
-// Paired causal/local tiles: the lighter of a pair first (PersistentTileScheduler) where K/V
-// blocks are large and a sequence has few query blocks. Measured on an H100 (bf16, causal, same
-// run, three rounds): hd256 +4.5-7% at seqlen 512 and 1k (8 blocks of 128 rows); hd192 +7-8% at
-// 512 but -2% at 1k; hd128 -2.5% at 1k (one round, on a build with a second Q buffer, since
-// dropped); no change from 2k on. Unpaired (no mask) launches ignore it.
-IOATTN_HOST_DEVICE constexpr bool fwd_light_first(int head_dim, int num_blocks) {
-  return head_dim > 128 && num_blocks <= (head_dim > 192 ? 8 : 4);
+// Kernels that can walk a tile's key blocks last to first, for mirrored pairs: hd128-256 with a
+// window mask, below long_q. hd64's cannot: its K/V blocks (16 KB) stay in L2 without them, and
+// mirrored pairs were 3.5-4.5% slower there at seqlen 512 and 1k.
+IOATTN_HOST_DEVICE constexpr bool fwd_mirrors_pairs(int head_dim, bool window, bool long_q) {
+  return window && !long_q && head_dim >= 128;
+}
+
+// Paired causal/local tiles come in mirrored pairs (PersistentTileScheduler) where a sequence
+// has few query blocks. Measured on an H100 (bf16, causal, same run, four rounds, against pairs
+// of one (head, batch), the heavier or, at hd192 and hd256, the lighter tile first): hd256 +9% at
+// seqlen 512, +10% at 777, +1.6% at 1k, +4.5% at 1280, +2.6% at 1536 (12 blocks), -5% at 1800
+// (15); hd192 +5% at 512, +2% at 1k, -0.6% at 1536; hd128 +0.6-1% at 512, +16% at 777 (whose
+// pairs had ended in a tail of single tiles), +2% at 1k, -5.6% at 1536 (12 blocks, where that
+// tail pays, fwd_tail_split).
+IOATTN_HOST_DEVICE constexpr bool fwd_mirrored_pairs(int head_dim, bool window, bool long_q,
+                                                     int num_blocks) {
+  return fwd_mirrors_pairs(head_dim, window, long_q) && num_blocks <= (head_dim > 192 ? 12 : 8);
 }
 
 // Paired causal/local schedules end in a tail of single tiles, heaviest first

@@ -207,7 +207,7 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
   const int64_t last_round = pairs % num_sms;  // units of a partly busy last round, if any
   p.sched = make_persistent_schedule(
       num_blocks, heads, params.batch, kernel.window, p.pack == 1,
-      sm90::fwd_light_first(kernel.head_dim, num_blocks),
+      sm90::fwd_mirrored_pairs(kernel.head_dim, kernel.window, kernel.long_q, num_blocks),
       sm90::fwd_tail_split(kernel.head_dim, num_blocks,
                            pairs < num_sms || last_round == 0 ? 1.0 : double(last_round) / num_sms),
       num_sms);
