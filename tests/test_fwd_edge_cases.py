@@ -71,6 +71,31 @@ def test_fully_masked_rows(device: str, case: tuple, dtype: torch.dtype) -> None
     check_fa_rule("lse", lse, lse_ref, lse_pt, atol=1e-4)
 
 
+# Window edges as a C caller may pass them (the Python API turns edges that exclude no key into
+# -1): past int32 and int64's half; the host caps them before the kernels' 32-bit mask math.
+# (name, edges passed, the window they amount to)
+WIDE_EDGES = [
+    ("both_past_int32", (2**40, 2**33), (-1, -1)),
+    ("left_near_int64_max", (2**63 - 1, 0), (-1, 0)),
+    ("right_past_int32", (5, 2**35), (5, -1)),
+]
+
+
+@pytest.mark.parametrize("case", WIDE_EDGES, ids=lambda c: c[0])
+@pytest.mark.parametrize("device", DEVICES)
+def test_window_edges_past_int32(device: str, case: tuple) -> None:
+    name, (left, right), window = case
+    _skip_unbuilt(device, torch.bfloat16, 64)
+    torch.manual_seed(case_seed("wide-edges", name))
+    q, k, v = _qkv(device, torch.bfloat16, 2, 300, 200)
+    out, lse = torch.ops.ioattn.fwd(
+        q, k, v, None, None, 300, 200, 64**-0.5, left, right, 0.0, False
+    )
+    out_ref, lse_ref, out_pt, lse_pt = reference_pair(q, k, v, window_size=window)
+    check_fa_rule("out", out, out_ref, out_pt)
+    check_fa_rule("lse", lse, lse_ref, lse_pt, atol=1e-4)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
 def test_seqlen_k_zero(device: str, causal: bool) -> None:

@@ -35,15 +35,32 @@ struct Mask {
   static constexpr bool kIsWindow = kWindow;
   int seqlen_q;
   int seqlen_k;
-  int64_t left;
-  int64_t right;
+  int left;  // the host caps both edges at max(seqlen_q, seqlen_k) (fill_common)
+  int right;
+  // The window as visible key - row distances [lo_dist, hi_dist) (with a window mask), clamped to
+  // [-seqlen_q, seqlen_k]: a key of the sequence is less than seqlen_q before any of its rows and
+  // less than seqlen_k after, so the clamp hides no key from a row of the sequence, and
+  // keys_of_row, which the kernels call several times per tile, stays 32-bit. Unclamped,
+  // lo_dist = (sk - sq) - left and hi_dist = (sk - sq) + right + 1; formed as below, no
+  // intermediate leaves [-seqlen_q, seqlen_k].
+  int lo_dist = 0;
+  int hi_dist = 0;
 
   __device__ Mask(const FwdParams &p, int seqlen_q_, int seqlen_k_)
-      : seqlen_q(seqlen_q_), seqlen_k(seqlen_k_), left(p.window_left), right(p.window_right) {}
+      : seqlen_q(seqlen_q_),
+        seqlen_k(seqlen_k_),
+        left(int(p.window_left)),
+        right(int(p.window_right)) {
+    if constexpr (kWindow) {
+      lo_dist = left < 0 || left > seqlen_k ? -seqlen_q : (seqlen_k - left) - seqlen_q;
+      hi_dist = right < 0 || right >= seqlen_q ? seqlen_k : seqlen_k - (seqlen_q - 1 - right);
+    }
+  }
 
   // The window around `diag` (the key aligned with a row, or a distance): [diag - left,
-  // diag + right + 1), a missing edge at -unbounded / +unbounded. The one place the edges
-  // are defined; keys_of_row and distances clamp them to their own ranges.
+  // diag + right + 1), a missing edge at -unbounded / +unbounded. distances and
+  // query_blocks_of_keys clamp them to their own ranges; keys_of_row takes them from lo_dist and
+  // hi_dist (the same edges around diag = sk - sq, formed in 32 bits).
   struct Edges {
     int64_t lo;
     int64_t hi;
@@ -55,14 +72,18 @@ struct Mask {
     return x < lo ? lo : (x > hi ? hi : x);
   }
 
-  // Visible keys of query row `row` (0-based within the sequence).
+  // Visible keys of query row `row` (0-based within the sequence; rows outside it, of tiles
+  // that stick out of the sequence, may see fewer keys than the window's edges would give them).
   __device__ KeyRange keys_of_row(int row) const {
     if constexpr (!kWindow) {
       return {0, seqlen_k};
     } else {
-      // A missing edge at -+seqlen_k: the clamp to the sequence turns it into 0 / seqlen_k.
-      const Edges e = edges(int64_t(row) + seqlen_k - seqlen_q, seqlen_k);
-      return {int(clamp(e.lo, 0, seqlen_k)), int(clamp(e.hi, 0, seqlen_k))};
+      // row + dist clamped to [0, seqlen_k]; the sum is formed only where it is < seqlen_k, so
+      // it cannot overflow.
+      auto key = [&](int dist) {
+        return dist >= seqlen_k - row ? seqlen_k : (row + dist > 0 ? row + dist : 0);
+      };
+      return {key(lo_dist), key(hi_dist)};
     }
   }
 

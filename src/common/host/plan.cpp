@@ -181,8 +181,12 @@ void fill_common(const Args *a, FwdParams &p) {
   p.num_heads_k = int(a->num_heads_k);
   p.group_size = int(a->num_heads / a->num_heads_k);
   p.head_dim = int(a->head_dim);
-  p.window_left = a->window_left;
-  p.window_right = a->window_right;
+  // A left edge >= seqlen_k, or a right one >= seqlen_q, excludes no key (as -1, unbounded;
+  // bottom-right aligned, and the lengths are maxima for varlen): capped there, the edges fit
+  // the kernels' 32-bit mask arithmetic (the Python layer already turns them into -1).
+  const int64_t widest = a->seqlen_q > a->seqlen_k ? a->seqlen_q : a->seqlen_k;
+  p.window_left = a->window_left < widest ? a->window_left : widest;
+  p.window_right = a->window_right < widest ? a->window_right : widest;
   if (a->softcap > 0.f) {
     p.softcap_pre = a->softmax_scale / a->softcap;
     p.score_scale = a->softcap;
