@@ -20,6 +20,21 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
+// 1 / x and log2(x) for the row sums of finalize, which are 0 or about 1 and more (a row's
+// largest p is, see new_row_max; so never denormal): one MUFU instruction each, where the IEEE
+// division and the denormal-safe __log2f add a Newton step, a range check with its slow path
+// and a rescale (~20 instructions per row in the epilogue).
+__device__ __forceinline__ float rcp_approx(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float log2_approx(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <int kMT>
 struct OnlineSoftmax {
   static constexpr int kRows = 2 * kMT;  // rows owned by one thread
@@ -142,9 +157,9 @@ struct OnlineSoftmax {
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         sum += __shfl_xor_sync(0xffffffffu, sum, 2);
         const bool empty = !(sum > 0.f);  // also catches NaN
-        const float inv = empty ? 0.f : 1.f / sum;
+        const float inv = empty ? 0.f : rcp_approx(sum);
         const float m_scaled = row_max[r] == neg_inf() ? 0.f : row_max[r] * scale_log2;
-        lse[r] = empty ? neg_inf() : (m_scaled + __log2f(sum)) * kLn2;
+        lse[r] = empty ? neg_inf() : (m_scaled + log2_approx(sum)) * kLn2;
 #pragma unroll
         for (int dt = 0; dt < kDT; ++dt) {
           o[mt][dt][2 * h] *= inv;
