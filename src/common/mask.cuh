@@ -195,7 +195,9 @@ inline constexpr int kMaskBitsMinTiles = 12;
 //
 // keys[mt][h]: the visible keys of the row of s[mt][..][2 h] and s[mt][..][2 h + 1] (a row's
 // keys_of_row, which callers that mask many blocks of the same rows compute once).
-template <int kMT, int kNT>
+// kRightEdgeOnly: the fragment's keys all lie at or after every row's first visible key (under a
+// causal mask, always), so only the right edge is tested.
+template <bool kRightEdgeOnly = false, int kMT, int kNT>
 __device__ __forceinline__ void mask_fragment_keys(float (&s)[kMT][kNT][4],
                                                    const KeyRange (&keys)[kMT][2], int first_key) {
   constexpr int kChunk = 16;  // n8 tiles per 32-bit mask
@@ -207,8 +209,8 @@ __device__ __forceinline__ void mask_fragment_keys(float (&s)[kMT][kNT][4],
       for (int nt0 = 0; nt0 < kNT; nt0 += kChunk) {
         if constexpr (kNT >= kMaskBitsMinTiles) {
           const int base = first_key + 8 * nt0;
-          const uint32_t visible =
-              keys_before(keys[mt][h].hi - base) & ~keys_before(keys[mt][h].lo - base);
+          const uint32_t visible = keys_before(keys[mt][h].hi - base) &
+                                   (kRightEdgeOnly ? ~0u : ~keys_before(keys[mt][h].lo - base));
 #pragma unroll
           for (int nt = nt0; nt < nt0 + kChunk && nt < kNT; ++nt) {
 #pragma unroll
@@ -222,7 +224,9 @@ __device__ __forceinline__ void mask_fragment_keys(float (&s)[kMT][kNT][4],
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int key = first_key + 8 * nt + e;
-              if (key < keys[mt][h].lo || key >= keys[mt][h].hi) s[mt][nt][2 * h + e] = neg_inf();
+              if ((!kRightEdgeOnly && key < keys[mt][h].lo) || key >= keys[mt][h].hi) {
+                s[mt][nt][2 * h + e] = neg_inf();
+              }
             }
           }
         }

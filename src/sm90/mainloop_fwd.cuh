@@ -265,12 +265,22 @@ struct MainloopFwd {
 #pragma unroll
       for (int i = 0; i < 4; ++i) s[0][nt][i] = mod(s[0][nt][i]);
     if (n_block < tm.whole.begin || n_block >= tm.whole.end) {
+      auto mask = [&](const KeyRange(&keys)[1][2]) {
+        // Blocks from whole.begin on lie right of every row's left edge (causal, or no window:
+        // every block).
+        const int first_key = n_block * kBlockN + 2 * (threadIdx.x % 4);
+        if (!Mask::kIsWindow || n_block >= tm.whole.begin) {
+          mask_fragment_keys<true>(s, keys, first_key);
+        } else {
+          mask_fragment_keys(s, keys, first_key);
+        }
+      };
       if constexpr (TileMask::kKeepKeys) {
-        mask_fragment_keys(s, tm.kept, n_block * kBlockN + 2 * (threadIdx.x % 4));
+        mask(tm.kept);
       } else {
         KeyRange keys[1][2];
         tm.keys(keys);
-        mask_fragment_keys(s, keys, n_block * kBlockN + 2 * (threadIdx.x % 4));
+        mask(keys);
       }
     }
   }
