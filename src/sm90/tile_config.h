@@ -29,10 +29,12 @@ struct FwdTileConfig {
 // takes 64-key blocks for short query sequences: a tile there walks only 2-13 blocks, and the
 // shorter ones waste less of the diagonal and leave less of a tile's last block to wait on.
 // Measured on an H100 (bf16, causal, same run, against 80): +6-7% at seqlen 512, +2-3% at 1k,
-// even at 2k, -1.5% at 4k and -3% at 16k.
+// even at 2k, -1.5% at 4k and -3% at 16k. hd64's short-query window tiles keep three K/V stages
+// (112 KB): +1.2% at causal 384-600 (bf16, same run, four rounds) over two; hd128's with three
+// (226 KB) measured no change. (64-key blocks at hd64 were 7-11% slower there.)
 IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window, bool long_q) {
   return head_dim <= 64
-             ? (window && !long_q ? FwdTileConfig{128, 128, 2, 2} : FwdTileConfig{192, 128, 2, 3})
+             ? (window && !long_q ? FwdTileConfig{128, 128, 3, 2} : FwdTileConfig{192, 128, 2, 3})
          : head_dim <= 96    ? FwdTileConfig{128, 128, 2, 2}
          : head_dim <= 128   ? FwdTileConfig{128, window || !long_q ? 128 : 176, 2, 2}
          : head_dim <= 192   ? FwdTileConfig{128, 112, 2, 2}
