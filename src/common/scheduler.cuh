@@ -92,12 +92,13 @@ struct StridedTileScheduler {
 // a unit is query block j of (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1, whose
 // key blocks the kernel walks last to first. The num_blocks consecutive units of g run together
 // on as many CTAs, which start together and walk up from key block 0, so they read each K/V
-// block of 2 g at about the same time; every CTA's two tiles cost num_blocks + 1 key blocks, so
-// the tiles of 2 g + 1 end together, and walking down they read its blocks together too (the
-// last at the end). Pairs of one (head, batch) read a block up to half a pair's time apart, and
-// where K/V blocks are large and sequences short the re-reads missed L2: ncu at hd256 causal 512
-// (lighter tile of the pair first, which mirrored pairs replace there) measured 219 MB of DRAM
-// reads for 201 MB of Q, K and V, with DRAM at 74% of its peak, so every extra byte cost time.
+// block of 2 g at about the same time; under a causal mask every CTA's two tiles together walk
+// the same number of key blocks, so the tiles of 2 g + 1 end together, and walking down they
+// read its blocks together too (the last at the end). Pairs of one (head, batch) read a block up to
+// half a pair's time apart, and where K/V blocks are large and sequences short the re-reads missed
+// L2: ncu at hd256 causal 512 (lighter tile of the pair first, which mirrored pairs replace there)
+// measured 219 MB of DRAM reads for 201 MB of Q, K and V, with DRAM at 74% of its peak, so every
+// extra byte cost time.
 template <bool kPaired, bool kMirrors = false>
 struct PersistentTileScheduler {
   const PersistentSchedule &s;  // the launch's constants (make_persistent_schedule)
