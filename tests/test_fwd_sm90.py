@@ -260,6 +260,27 @@ def test_sm90_mirrored_pairs(name: str, monkeypatch: pytest.MonkeyPatch) -> None
     _check_against_sm80(case, case_seed("sm90-mirror", name), monkeypatch)
 
 
+# The TMA-store epilogue (EpilogueFwd::store_tma, hd128 kernels with a window mask, dense and
+# unpacked): O goes out in boxes of 64 rows x 64 columns, which the tensor map clips at
+# seqlen_q and head_dim (head dims 112 and 120 run on the hd128 kernel), beside tiles that see no
+# key (stored from registers) and a tile of one row; the O buffer is reused tile after tile.
+TMA_STORE_CASES = {
+    "hd128-127-causal": (128, 2, 127, 127, (4, 2), (-1, 0)),
+    "hd120-339-local": (120, 3, 339, 339, (2, 2), (60, 10)),
+    "hd112-1023x777-causal": (112, 2, 1023, 777, (4, 4), (-1, 0)),
+    "hd128-1x300-causal": (128, 3, 1, 300, (4, 4), (-1, 0)),
+}
+
+
+@pytest.mark.parametrize("name", TMA_STORE_CASES)
+def test_sm90_tma_store_epilogue(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head_dim, batch, sq, sk, heads, window = TMA_STORE_CASES[name]
+    case = _case(
+        head_dim=head_dim, seqlen_q=sq, seqlen_k=sk, heads=heads, window=window, batch=batch
+    )
+    _check_against_sm80(case, case_seed("sm90-tma-store", name), monkeypatch)
+
+
 def _case(
     *,
     head_dim: int,

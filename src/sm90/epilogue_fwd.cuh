@@ -6,6 +6,8 @@
 
 #include "common/pack.cuh"
 #include "common/portable.h"
+#include "sm90/params.h"
+#include "sm90/ptx.cuh"
 #include "sm90/tile_rows.cuh"
 
 namespace ioattn::sm90 {
@@ -74,10 +76,74 @@ struct EpilogueFwd {
           *reinterpret_cast<uint2 *>(lane_out + 16 * g) = v;
         }
       }
-      if (in_sequence && quad_lane == 0) {
-        d.lse[pos + head * d.lse_head_stride] = lse[h];
+    }
+    store_lse(lse, d, rows, row0);
+  }
+
+  // The LSE of this thread's two rows (one lane per quad writes), rows outside [0, seqlen_q)
+  // and past the tile's live ones skipped.
+  __device__ __forceinline__ static void store_lse(const float (&lse)[2], const Dest &d,
+                                                   const TileRows &rows, int row0) {
+    if (threadIdx.x % 4 != 0) return;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + 8 * h;
+      const int pos = rows.position(row);
+      if (rows.live(row) && unsigned(pos) < unsigned(d.seqlen_q)) {
+        d.lse[pos + int64_t(rows.head(row)) * d.lse_head_stride] = lse[h];
       }
     }
+  }
+
+  // Named barriers kFirstBarrier + consumer (after the mainloop's ping-pong ones): a consumer
+  // warpgroup's O is all in shared memory.
+  static constexpr int kFirstBarrier = 1 + Mainloop::kConsumerWarpgroups;
+  using TileQ = typename Mainloop::TileQ;
+
+  // The TMA-store epilogue (MainloopFwd::kStageO and FwdParamsSm90::tma_store): a consumer
+  // warpgroup puts its 64 O rows into its rows of the O buffer (stmatrix, in the swizzled layout
+  // TMA reads), then one thread stores them, one box of 64 rows per 64-column panel, and goes on
+  // without waiting for the writes. Rows past seqlen_q and columns past head_dim lie outside the
+  // tensor map (tma_o) and are not written; the warpgroup's first row must be >= 0 (end-aligned
+  // tiles that start before row 0 take store). head, batch: of the tile (unpacked).
+  __device__ __forceinline__ static void store_tma(const float (&acc_o)[1][kDT][4],
+                                                   const float (&lse)[2], const Dest &d,
+                                                   const TileRows &rows, int consumer, char *o_tile,
+                                                   const TmaDescriptor *map, int head, int batch) {
+    const int bar = kFirstBarrier + consumer;
+    // why: the previous tile's store must have read the buffer before it is overwritten (only
+    // the thread that issued it can wait; the barrier tells the others).
+    if (threadIdx.x % 128 == 0) bulk_wait_read();
+    bar_sync(bar, 128);
+    const int lane = threadIdx.x % 32;
+    // Lane l addresses row l % 8 of matrix m = l / 8 of each stmatrix: matrix m holds rows
+    // 8 (m % 2) .. + 7 of this warp's 16 and 8-column block 2 j + m / 2 (the fragments of acc_o,
+    // in that order). Rows are 8-aligned, so a row's swizzle is lane % 8.
+    const int m = lane / 8;
+    const int row = consumer * kWgRows + (threadIdx.x / 32) % 4 * 16 + 8 * (m % 2) + lane % 8;
+    const uint32_t row_addr = smem_addr(o_tile) + row * 128;
+#pragma unroll
+    for (int j = 0; j < kDT / 2; ++j) {
+      const int block = 2 * j + m / 2;
+      stmatrix_x4(row_addr + (block / 8) * TileQ::kPanelBytes + (((block % 8) ^ (lane % 8)) << 4),
+                  pack2<Element>(acc_o[0][2 * j][0], acc_o[0][2 * j][1]),
+                  pack2<Element>(acc_o[0][2 * j][2], acc_o[0][2 * j][3]),
+                  pack2<Element>(acc_o[0][2 * j + 1][0], acc_o[0][2 * j + 1][1]),
+                  pack2<Element>(acc_o[0][2 * j + 1][2], acc_o[0][2 * j + 1][3]));
+    }
+    // why: the TMA store reads through the async proxy; each thread's stmatrix writes must be
+    // visible to it, and all 128 threads' written, before the one thread issues it.
+    fence_proxy_async_smem();
+    bar_sync(bar, 128);
+    if (threadIdx.x % 128 == 0) {
+#pragma unroll
+      for (int panel = 0; panel < TileQ::kPanels; ++panel) {
+        tma_store_4d(map, o_tile + panel * TileQ::kPanelBytes + consumer * kWgRows * 128,
+                     panel * 64, rows.first + consumer * kWgRows, head, batch);
+      }
+      bulk_commit();
+    }
+    store_lse(lse, d, rows, Mainloop::thread_row0(consumer));
   }
 
   // A tile whose rows see no key at all: O = 0, LSE = -inf (this warpgroup's 64 rows, those

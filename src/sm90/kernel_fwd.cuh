@@ -148,9 +148,17 @@ struct FwdKernel {
       float row_lse[2];
       mainloop.mma(p, smem, w.mask, rows, w.blocks, w.c.reversed, consumer, turn, q_phase, kv,
                    row_lse);
-      Epilogue::store(mainloop.acc_o, row_lse, dest, rows, Mainloop::thread_row0(consumer));
+      if (Mainloop::kStageO && P.tma_store && rows.first + consumer * Mainloop::kWgRows >= 0) {
+        Epilogue::store_tma(mainloop.acc_o, row_lse, dest, rows, consumer, smem.o, &P.tma_o,
+                            w.head0, w.c.batch);
+      } else {
+        Epilogue::store(mainloop.acc_o, row_lse, dest, rows, Mainloop::thread_row0(consumer));
+      }
     }
     turn.finish(consumer);
+    // why: the CTA's shared memory must outlive the reads of its last TMA stores, and their
+    // writes are complete before the kernel is.
+    if (Mainloop::kStageO && P.tma_store && threadIdx.x % 128 == 0) bulk_wait();
   }
 };
 

@@ -109,8 +109,13 @@ struct MainloopFwd {
   using TileQ = SwizzledTile<kBlockM, kHeadDim>;
   using TileKV = SwizzledTile<kBlockN, kHeadDim>;
 
+  // Whether O leaves through shared memory and TMA stores (fwd_stage_o, the epilogue's
+  // store_tma), in a buffer of the Q tile's shape.
+  static constexpr bool kStageO = fwd_stage_o(kHeadDim, Mask::kIsWindow, kLongQ);
+
   struct SharedStorage {
     alignas(1024) char q[TileQ::kBytes];
+    alignas(1024) char o[kStageO ? TileQ::kBytes : 1024];
     alignas(1024) char k[kStages][TileKV::kBytes];
     alignas(1024) char v[kStages][TileKV::kBytes];
     uint64_t q_full;   // the tile's Q has landed

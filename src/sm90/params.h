@@ -29,9 +29,14 @@ struct FwdParamsSm90 {
   int pack;
   int pack_magic;  // sm90/tile_rows.cuh
   int tile_positions;
+  // 1: O goes out through TMA stores of 64 rows (tma_o, the epilogue's store_tma; kernels that
+  // stage O, sm90::fwd_stage_o); 0: straight from registers (the other kernels, varlen, whose
+  // tiles overlap the next sequence's rows, and GQA-packed tiles).
+  int tma_store;
   TmaDescriptor tma_q;
   TmaDescriptor tma_k;
   TmaDescriptor tma_v;
+  TmaDescriptor tma_o;
 };
 
 }  // namespace ioattn::sm90

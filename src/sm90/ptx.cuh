@@ -72,6 +72,43 @@ __device__ __forceinline__ void tma_load_5d(void *dst, const TmaDescriptor *desc
       : "memory");
 }
 
+// Stores the box at coordinates (c0 innermost .. c3) of a 4-D tensor map from shared memory, as
+// part of this thread's current bulk async-group. Elements outside the tensor are not written.
+__device__ __forceinline__ void tma_store_4d(const TmaDescriptor *desc, const void *src, int c0,
+                                             int c1, int c2, int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+          desc),
+      "r"(smem_addr(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+// Closes this thread's bulk async-group of TMA stores.
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+// Waits until this thread's committed TMA stores have read their shared memory (the buffer may
+// be reused), or, bulk_wait, until their writes are done.
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+// Makes this thread's ordinary shared-memory writes visible to the async proxy (TMA stores).
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Four 8 x 8 matrices of 16-bit elements to shared memory, each thread holding row lane / 4,
+// columns 2 (lane % 4) .. + 1 of matrix i in r[i] (the accumulator fragment layout); lane l
+// gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                            uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
 // ---- WGMMA ----
 
 // Orders this thread's register and shared-memory accesses before the following wgmma.

@@ -187,6 +187,16 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
                  params.head_dim, kernel.dtype, cfg.block_n);
   }
   if (err != cudaSuccess) return err;
+  // O through TMA stores (kernels that stage it, sm90::fwd_stage_o) where a box of 64 rows
+  // stays within its sequence and head: not for varlen (a tile's rows past its sequence are the
+  // next one's) nor GQA-packed tiles (rows of several heads); O's strides must be mappable too.
+  // Otherwise stores from registers.
+  const TensorLayout o = {params.out,           params.seqlen_q,     params.num_heads,
+                          params.batch,         params.o_row_stride, params.o_head_stride,
+                          params.o_batch_stride};
+  p.tma_store = sm90::fwd_stage_o(kernel.head_dim, kernel.window, kernel.long_q) &&
+                params.cu_seqlens_q == nullptr && p.pack == 1 && mappable(o) &&
+                encode(&p.tma_o, o, params.head_dim, kernel.dtype, 64) == cudaSuccess;
 
   int device = 0, num_sms = 0;
   err = cudaGetDevice(&device);
