@@ -1,7 +1,9 @@
-// SM90 forward epilogue: each consumer thread writes its O rows (converted to the element
-// type, regrouped between neighbouring quad lanes into 8-byte pieces) and the fp32 LSE of its two
-// rows straight from registers. No shared memory and no barrier, so the next tile's loads (already
-// under way in the producer) never wait on it.
+// SM90 forward epilogue, two ways. store: each consumer thread writes its O rows (converted to
+// the element type, regrouped between neighbouring quad lanes into 8-byte pieces) and the fp32
+// LSE of its two rows straight from registers; no shared memory and no barrier, so the next
+// tile's loads (already under way in the producer) never wait on it. store_tma (hd128 window
+// kernels, dense and unpacked: sm90::fwd_stage_o): O goes through a buffer of its own in shared
+// memory and TMA stores, which the warpgroup does not wait for.
 #pragma once
 
 #include "common/pack.cuh"
