@@ -89,7 +89,8 @@ IOATTN_HOST_DEVICE constexpr bool fwd_mirrored_pairs(int head_dim, bool window, 
 // where the pairs' last round would keep less than half the CTAs busy (last_round_fill: the
 // share it keeps busy): on an H100 (bf16, causal, same run, four rounds) +5.9% at seqlen 1280
 // (0.94x -> 0.99x FA3), +6.7% at 1536 (0.94x -> 1.00x), -1% at 777, within 0.5% at 512 and
-// 1000-3000. hd96 takes hd128's rule (not measured).
+// 1000-3000. hd96 takes hd128's rule (not measured). (Up to 8 query blocks, hd128 launches now
+// run mirrored pairs instead, which have no tail: fwd_mirrored_pairs.)
 IOATTN_HOST_DEVICE constexpr bool fwd_tail_split(int head_dim, int num_blocks,
                                                  double last_round_fill) {
   return head_dim <= 64 ||
