@@ -230,7 +230,8 @@ def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 # Mirrored pairs (common/scheduler.cuh, sm90::fwd_mirrored_pairs): under a window mask, where
-# a sequence has few query blocks (hd128-192 up to 8, hd256 up to 12), a CTA runs query block j of
+# a sequence has few query blocks (hd128 up to 11, hd192 up to 8, hd256 up to 12; all of these
+# shapes fill the mirrored schedule's last round no worse than the pairs'), a CTA runs block j of
 # (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1 with its key blocks walked last to
 # first. An odd count of (head, batch) pairs (the last pair has no second half), GQA, end-aligned
 # tiles whose warpgroups skip blocks (hd192, hd256), seqlen_q != seqlen_k both ways, a local
@@ -239,6 +240,7 @@ MIRROR_CASES = {
     "hd128-512-causal-odd": (128, 1, 512, 512, (3, 3), (-1, 0), False),
     "hd128-600x1000-causal": (128, 2, 600, 1000, (4, 2), (-1, 0), False),
     "hd128-900-causal-varlen": (128, 5, 900, 900, (4, 4), (-1, 0), True),
+    "hd128-1300-causal-odd": (128, 1, 1300, 1300, (3, 3), (-1, 0), False),
     "hd192-1000-local-odd": (192, 3, 1000, 1000, (5, 5), (200, 40), False),
     "hd256-777-causal-gqa": (256, 2, 777, 777, (4, 2), (-1, 0), False),
     "hd256-1500x1400-causal": (256, 1, 1500, 1400, (2, 1), (-1, 0), False),

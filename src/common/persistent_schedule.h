@@ -18,6 +18,12 @@ IOATTN_HOST_DEVICE constexpr int64_t persistent_units(int64_t num_blocks, int64_
   return (paired ? (num_blocks + 1) / 2 : num_blocks) * heads_batch;
 }
 
+// Units of a mirrored schedule (PersistentTileScheduler): one per query block of every pair of
+// (head, batch), the last pair perhaps a half.
+IOATTN_HOST_DEVICE constexpr int64_t mirrored_units(int64_t num_blocks, int64_t heads_batch) {
+  return (heads_batch + 1) / 2 * num_blocks;
+}
+
 // The tail of a paired persistent schedule: the tiles of the pairs from unit `first` on and the
 // middle blocks of every (head, batch), heaviest (highest query block) first, same-block tiles in
 // ascending (head, batch). Position k maps to its tile in O(1): the block runs down from
@@ -109,8 +115,7 @@ inline PersistentSchedule make_persistent_schedule(int num_blocks, int heads, in
   const bool paired = paired_kernel && pair;
   const bool mirrored = paired && mirror;
   const int64_t heads_batch = int64_t(heads) * batch;
-  // Mirrored: a unit per query block of every pair of (head, batch), the last pair perhaps half.
-  const int64_t units = mirrored ? (heads_batch + 1) / 2 * num_blocks
+  const int64_t units = mirrored ? mirrored_units(num_blocks, heads_batch)
                                  : persistent_units(num_blocks, heads_batch, paired);
   s.grid = int(units < max_ctas ? units : max_ctas);
   s.num_blocks = num_blocks;

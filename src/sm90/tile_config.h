@@ -69,15 +69,23 @@ IOATTN_HOST_DEVICE constexpr bool fwd_mirrors_pairs(int head_dim, bool window, b
 }
 
 // Paired causal/local tiles come in mirrored pairs (PersistentTileScheduler) where a sequence
-// has few query blocks. Measured on an H100 (bf16, causal, same run, four rounds, against pairs
-// of one (head, batch), the heavier or, at hd192 and hd256, the lighter tile first): hd256 +9% at
-// seqlen 512, +10% at 777, +1.6% at 1k, +4.5% at 1280, +2.6% at 1536 (12 blocks), -5% at 1800
-// (15); hd192 +5% at 512, +2% at 1k, -0.6% at 1536; hd128 +0.6-1% at 512, +16% at 777 (whose
-// pairs had ended in a tail of single tiles), +2% at 1k, -5.6% at 1536 (12 blocks, where that
-// tail pays, fwd_tail_split).
+// has few query blocks, unless their last round of units leaves more CTAs idle than the pairs'
+// last round would (*_fill: the share of CTAs a last round keeps busy, 1 for none). Measured on
+// an H100 (bf16, causal, same run, four rounds, against pairs of one (head, batch), the heavier
+// or, at hd192 and hd256, the lighter tile first): hd256 +9% at seqlen 512, +10% at 777, +1.6%
+// at 1k, +4.5% at 1280, +2.6% at 1536 (12 blocks), -5% at 1800 (15); hd192 +5% at 512, +2% at
+// 1k, -0.6% at 1536 (9-11 blocks not measured); hd128 +0.6-1% at 512, +16% at 777 (whose pairs had
+// ended in a tail of single tiles), +2% at 1k, +10% at 1100 and 1152 (9 blocks), +0.4% at 1200,
+// +10% at 1300 (11 blocks), -1.4% at 1400 (11 blocks, a last mirrored round 33% busy against none),
+// -5.6% at 1536 (12 blocks, where the tail of single tiles pays, fwd_tail_split).
 IOATTN_HOST_DEVICE constexpr bool fwd_mirrored_pairs(int head_dim, bool window, bool long_q,
-                                                     int num_blocks) {
-  return fwd_mirrors_pairs(head_dim, window, long_q) && num_blocks <= (head_dim > 192 ? 12 : 8);
+                                                     int num_blocks, double mirrored_fill,
+                                                     double pairs_fill) {
+  return fwd_mirrors_pairs(head_dim, window, long_q) &&
+         num_blocks <= (head_dim > 192   ? 12
+                        : head_dim > 128 ? 8
+                                         : 11) &&
+         mirrored_fill >= pairs_fill;
 }
 
 // Paired causal/local schedules end in a tail of single tiles, heaviest first
@@ -89,8 +97,8 @@ IOATTN_HOST_DEVICE constexpr bool fwd_mirrored_pairs(int head_dim, bool window, 
 // where the pairs' last round would keep less than half the CTAs busy (last_round_fill: the
 // share it keeps busy): on an H100 (bf16, causal, same run, four rounds) +5.9% at seqlen 1280
 // (0.94x -> 0.99x FA3), +6.7% at 1536 (0.94x -> 1.00x), -1% at 777, within 0.5% at 512 and
-// 1000-3000. hd96 takes hd128's rule (not measured). (Up to 8 query blocks, hd128 launches now
-// run mirrored pairs instead, which have no tail: fwd_mirrored_pairs.)
+// 1000-3000. hd96 takes hd128's rule (not measured). (Up to 11 query blocks, hd128 launches
+// mostly run mirrored pairs instead, which have no tail: fwd_mirrored_pairs.)
 IOATTN_HOST_DEVICE constexpr bool fwd_tail_split(int head_dim, int num_blocks,
                                                  double last_round_fill) {
   return head_dim <= 64 ||

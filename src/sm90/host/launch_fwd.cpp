@@ -213,14 +213,20 @@ cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaS
   // H100, bf16).
   const int num_blocks = int(ceil_div(params.seqlen_q, p.tile_positions));
   const int heads = params.num_heads / p.pack;
-  const int64_t pairs = persistent_units(num_blocks, int64_t(heads) * params.batch, true);
-  const int64_t last_round = pairs % num_sms;  // units of a partly busy last round, if any
+  const int64_t heads_batch = int64_t(heads) * params.batch;
+  // The share of the CTAs that a round robin of `units` keeps busy in its last round (1: no
+  // partly busy round).
+  auto last_round_fill = [&](int64_t units) {
+    const int64_t last = units % num_sms;
+    return units < num_sms || last == 0 ? 1.0 : double(last) / num_sms;
+  };
+  const double pairs_fill = last_round_fill(persistent_units(num_blocks, heads_batch, true));
+  const double mirrored_fill = last_round_fill(mirrored_units(num_blocks, heads_batch));
   p.sched = make_persistent_schedule(
       num_blocks, heads, params.batch, kernel.window, p.pack == 1,
-      sm90::fwd_mirrored_pairs(kernel.head_dim, kernel.window, kernel.long_q, num_blocks),
-      sm90::fwd_tail_split(kernel.head_dim, num_blocks,
-                           pairs < num_sms || last_round == 0 ? 1.0 : double(last_round) / num_sms),
-      num_sms);
+      sm90::fwd_mirrored_pairs(kernel.head_dim, kernel.window, kernel.long_q, num_blocks,
+                               mirrored_fill, pairs_fill),
+      sm90::fwd_tail_split(kernel.head_dim, num_blocks, pairs_fill), num_sms);
   const int64_t grid = p.sched.grid;
   return launch_kernel(kernel.kernel, kernel.image, kernel.symbol, grid, kernel.num_threads,
                        kernel.smem_bytes, p, stream);
