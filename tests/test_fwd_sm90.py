@@ -198,6 +198,27 @@ def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> No
     _check_against_sm80(case, case_seed("sm90-gqa-pack", name), monkeypatch)
 
 
+def _case(
+    *,
+    head_dim: int,
+    seqlen_q: int,
+    seqlen_k: int | None = None,
+    heads: tuple[int, int],
+    window: tuple[int, int],
+    batch: int,
+    softcap: float = 0.0,
+    varlen: bool = False,
+) -> dict[str, object]:
+    """A chosen bf16 case for _check_against_sm80 (the random ones come from _draw); seqlen_k
+    defaults to seqlen_q."""
+    return {
+        "batch": batch, "seqlen_q": seqlen_q,
+        "seqlen_k": seqlen_q if seqlen_k is None else seqlen_k, "heads": heads,
+        "head_dim": head_dim, "dtype": torch.bfloat16, "window": window, "softcap": softcap,
+        "varlen": varlen,
+    }  # fmt: skip
+
+
 # Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles
 # (PersistentTileScheduler, sm90::fwd_tail_split: hd64, and hd128 from 16 query blocks, or from 4
 # where the pairs' last round would keep less than half the CTAs busy). With the 132 SMs of an
@@ -205,28 +226,28 @@ def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> No
 # block counts (middle blocks in the tail), two tail rounds (32+ query blocks), GQA, a local
 # window, varlen with short sequences, hd128 with 10 blocks (280 pairs: 16 in the last round).
 TAIL_CASES = {
-    "hd64-6000-causal-gqa": (64, 1, 6000, (20, 4), (-1, 0), False),
-    "hd64-2500-local": (64, 4, 2500, (24, 24), (300, 20), False),
-    "hd64-4000-causal-varlen": (64, 12, 4000, (8, 8), (-1, 0), True),
-    "hd128-2100-causal": (128, 3, 2100, (12, 12), (-1, 0), False),
-    "hd128-2816-causal-j0": (128, 2, 2816, (12, 6), (-1, 0), False),
-    "hd128-1280-causal-short-round": (128, 7, 1280, (8, 8), (-1, 0), False),
+    "hd64-6000-causal-gqa": _case(
+        head_dim=64, batch=1, seqlen_q=6000, heads=(20, 4), window=(-1, 0)
+    ),
+    "hd64-2500-local": _case(head_dim=64, batch=4, seqlen_q=2500, heads=(24, 24), window=(300, 20)),
+    "hd64-4000-causal-varlen": _case(
+        head_dim=64, batch=12, seqlen_q=4000, heads=(8, 8), window=(-1, 0), varlen=True
+    ),
+    "hd128-2100-causal": _case(
+        head_dim=128, batch=3, seqlen_q=2100, heads=(12, 12), window=(-1, 0)
+    ),
+    "hd128-2816-causal-j0": _case(
+        head_dim=128, batch=2, seqlen_q=2816, heads=(12, 6), window=(-1, 0)
+    ),
+    "hd128-1280-causal-short-round": _case(
+        head_dim=128, batch=7, seqlen_q=1280, heads=(8, 8), window=(-1, 0)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", TAIL_CASES)
 def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, batch, seqlen, heads, window, varlen = TAIL_CASES[name]
-    case = _case(
-        head_dim=head_dim,
-        seqlen_q=seqlen,
-        seqlen_k=seqlen,
-        heads=heads,
-        window=window,
-        batch=batch,
-        varlen=varlen,
-    )
-    _check_against_sm80(case, case_seed("sm90-tail", name), monkeypatch)
+    _check_against_sm80(TAIL_CASES[name], case_seed("sm90-tail", name), monkeypatch)
 
 
 # Mirrored pairs (common/scheduler.cuh, sm90::fwd_mirrored_pairs): under a window mask, where
@@ -237,29 +258,33 @@ def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -
 # tiles whose warpgroups skip blocks (hd192, hd256), seqlen_q != seqlen_k both ways, a local
 # window, varlen sequences of different lengths in one pair.
 MIRROR_CASES = {
-    "hd128-512-causal-odd": (128, 1, 512, 512, (3, 3), (-1, 0), False),
-    "hd128-600x1000-causal": (128, 2, 600, 1000, (4, 2), (-1, 0), False),
-    "hd128-900-causal-varlen": (128, 5, 900, 900, (4, 4), (-1, 0), True),
-    "hd128-1300-causal-odd": (128, 1, 1300, 1300, (3, 3), (-1, 0), False),
-    "hd192-1000-local-odd": (192, 3, 1000, 1000, (5, 5), (200, 40), False),
-    "hd256-777-causal-gqa": (256, 2, 777, 777, (4, 2), (-1, 0), False),
-    "hd256-1500x1400-causal": (256, 1, 1500, 1400, (2, 1), (-1, 0), False),
+    "hd128-512-causal-odd": _case(
+        head_dim=128, batch=1, seqlen_q=512, heads=(3, 3), window=(-1, 0)
+    ),
+    "hd128-600x1000-causal": _case(
+        head_dim=128, batch=2, seqlen_q=600, seqlen_k=1000, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd128-900-causal-varlen": _case(
+        head_dim=128, batch=5, seqlen_q=900, heads=(4, 4), window=(-1, 0), varlen=True
+    ),
+    "hd128-1300-causal-odd": _case(
+        head_dim=128, batch=1, seqlen_q=1300, heads=(3, 3), window=(-1, 0)
+    ),
+    "hd192-1000-local-odd": _case(
+        head_dim=192, batch=3, seqlen_q=1000, heads=(5, 5), window=(200, 40)
+    ),
+    "hd256-777-causal-gqa": _case(
+        head_dim=256, batch=2, seqlen_q=777, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd256-1500x1400-causal": _case(
+        head_dim=256, batch=1, seqlen_q=1500, seqlen_k=1400, heads=(2, 1), window=(-1, 0)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", MIRROR_CASES)
 def test_sm90_mirrored_pairs(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, batch, sq, sk, heads, window, varlen = MIRROR_CASES[name]
-    case = _case(
-        head_dim=head_dim,
-        seqlen_q=sq,
-        seqlen_k=sk,
-        heads=heads,
-        window=window,
-        batch=batch,
-        varlen=varlen,
-    )
-    _check_against_sm80(case, case_seed("sm90-mirror", name), monkeypatch)
+    _check_against_sm80(MIRROR_CASES[name], case_seed("sm90-mirror", name), monkeypatch)
 
 
 # The TMA-store epilogue (EpilogueFwd::store_tma, hd128 kernels with a window mask, dense and
@@ -267,39 +292,20 @@ def test_sm90_mirrored_pairs(name: str, monkeypatch: pytest.MonkeyPatch) -> None
 # seqlen_q and head_dim (head dims 112 and 120 run on the hd128 kernel), beside tiles that see no
 # key (stored from registers) and a tile of one row; the O buffer is reused tile after tile.
 TMA_STORE_CASES = {
-    "hd128-127-causal": (128, 2, 127, 127, (4, 2), (-1, 0)),
-    "hd120-339-local": (120, 3, 339, 339, (2, 2), (60, 10)),
-    "hd112-1023x777-causal": (112, 2, 1023, 777, (4, 4), (-1, 0)),
-    "hd128-1x300-causal": (128, 3, 1, 300, (4, 4), (-1, 0)),
+    "hd128-127-causal": _case(head_dim=128, batch=2, seqlen_q=127, heads=(4, 2), window=(-1, 0)),
+    "hd120-339-local": _case(head_dim=120, batch=3, seqlen_q=339, heads=(2, 2), window=(60, 10)),
+    "hd112-1023x777-causal": _case(
+        head_dim=112, batch=2, seqlen_q=1023, seqlen_k=777, heads=(4, 4), window=(-1, 0)
+    ),
+    "hd128-1x300-causal": _case(
+        head_dim=128, batch=3, seqlen_q=1, seqlen_k=300, heads=(4, 4), window=(-1, 0)
+    ),
 }
 
 
 @pytest.mark.parametrize("name", TMA_STORE_CASES)
 def test_sm90_tma_store_epilogue(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, batch, sq, sk, heads, window = TMA_STORE_CASES[name]
-    case = _case(
-        head_dim=head_dim, seqlen_q=sq, seqlen_k=sk, heads=heads, window=window, batch=batch
-    )
-    _check_against_sm80(case, case_seed("sm90-tma-store", name), monkeypatch)
-
-
-def _case(
-    *,
-    head_dim: int,
-    seqlen_q: int,
-    seqlen_k: int,
-    heads: tuple[int, int],
-    window: tuple[int, int],
-    batch: int,
-    softcap: float = 0.0,
-    varlen: bool = False,
-) -> dict[str, object]:
-    """A chosen bf16 case for _check_against_sm80 (the random ones come from _draw)."""
-    return {
-        "batch": batch, "seqlen_q": seqlen_q, "seqlen_k": seqlen_k, "heads": heads,
-        "head_dim": head_dim, "dtype": torch.bfloat16, "window": window, "softcap": softcap,
-        "varlen": varlen,
-    }  # fmt: skip
+    _check_against_sm80(TMA_STORE_CASES[name], case_seed("sm90-tma-store", name), monkeypatch)
 
 
 def _check_against_sm80(case: dict, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
