@@ -254,10 +254,18 @@ def test_sm90_tail_of_single_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -
 # a sequence has few query blocks (hd128 up to 11, hd192 up to 8, hd256 up to 12; all of these
 # shapes fill the mirrored schedule's last round no worse than the pairs'), a CTA runs block j of
 # (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1 with its key blocks walked last to
-# first. An odd count of (head, batch) pairs (the last pair has no second half), GQA, end-aligned
+# first; hd64's short-query kernel takes them for an odd block count and walks both tiles first to
+# last. An odd count of (head, batch) pairs (the last pair has no second half), GQA, end-aligned
 # tiles whose warpgroups skip blocks (hd192, hd256), seqlen_q != seqlen_k both ways, a local
 # window, varlen sequences of different lengths in one pair.
 MIRROR_CASES = {
+    "hd64-384-causal-odd": _case(head_dim=64, batch=1, seqlen_q=384, heads=(3, 3), window=(-1, 0)),
+    "hd64-600x900-causal": _case(
+        head_dim=64, batch=2, seqlen_q=600, seqlen_k=900, heads=(3, 3), window=(-1, 0)
+    ),
+    "hd64-333-local-varlen": _case(
+        head_dim=64, batch=5, seqlen_q=333, heads=(4, 4), window=(100, 20), varlen=True
+    ),
     "hd128-512-causal-odd": _case(
         head_dim=128, batch=1, seqlen_q=512, heads=(3, 3), window=(-1, 0)
     ),

@@ -107,7 +107,7 @@ struct PersistentSchedule {
 // tiles (PersistentTileScheduler<true>); pair: the launch wants pairs, else a paired kernel's
 // units are all single tiles (every query block of a (head, batch), in order); max_ctas: what
 // the device holds at once.
-// mirrored: mirror the pairs (the kernel must be able to, kMirrors), which then end without a tail.
+// mirrored: mirror the pairs (see PersistentTileScheduler), which then end without a tail.
 inline PersistentSchedule make_persistent_schedule(int num_blocks, int heads, int batch,
                                                    bool paired_kernel, bool pair, bool mirror,
                                                    bool tail_split, int64_t max_ctas) {

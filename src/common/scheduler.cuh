@@ -88,9 +88,10 @@ struct StridedTileScheduler {
 // same instruction count. With the tail hd64 causal 4k-16k went from 0.94-0.96x FA3 to
 // 0.98-1.02x (same runs).
 //
-// Mirrored pairs (kMirrors kernels, where the launch asks for them: sm90::fwd_mirrored_pairs):
-// a unit is query block j of (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1, whose
-// key blocks the kernel walks last to first. The num_blocks consecutive units of g run together
+// Mirrored pairs (where the launch asks for them: sm90::fwd_mirrored_pairs): a unit is query
+// block j of (head, batch) 2 g, then block num_blocks - 1 - j of 2 g + 1, whose key blocks the
+// kernel walks last to first (kernels that can, sm90::fwd_mirrors_pairs; the others walk it first
+// to last). The num_blocks consecutive units of g run together
 // on as many CTAs, which start together and walk up from key block 0, so they read each K/V
 // block of 2 g at about the same time; under a causal mask every CTA's two tiles together walk
 // the same number of key blocks, so the tiles of 2 g + 1 end together, and walking down they
@@ -99,7 +100,7 @@ struct StridedTileScheduler {
 // L2: ncu at hd256 causal 512 (lighter tile of the pair first, which mirrored pairs replace there)
 // measured 219 MB of DRAM reads for 201 MB of Q, K and V, with DRAM at 74% of its peak, so every
 // extra byte cost time.
-template <bool kPaired, bool kMirrors = false>
+template <bool kPaired>
 struct PersistentTileScheduler {
   const PersistentSchedule &s;  // the launch's constants (make_persistent_schedule)
 
@@ -139,20 +140,19 @@ struct PersistentTileScheduler {
         bh = s.tail.tile(t - 2 * s.bulk_units, c.block);
       } else {
         const int unit = t / 2;
-        if (kMirrors && s.mirrored) {
+        if (unit < s.num_pairs) {
+          // Pairs and mirrored pairs (s.mirrored = 1) in one branch-free form: the heavier tile
+          // is the first of a pair and the second of a mirrored pair, whose halves come from
+          // (head, batch) pairs 2 g and 2 g + 1.
           int j;
-          const int second = t % 2;
-          bh = 2 * s.by_blocks.divmod(unit, j) + second;
-          c.block = second ? s.num_blocks - 1 - j : j;
-          c.reversed = second;
-          if (bh == s.heads_batch) {  // the missing half of an odd count's last pair
+          const int half = t % 2;
+          bh = (1 + s.mirrored) * s.by_blocks.divmod(unit, j) + (half & s.mirrored);
+          c.block = half == s.mirrored ? s.num_blocks - 1 - j : j;
+          c.reversed = half & s.mirrored;
+          if (bh == s.heads_batch) {  // the missing half of an odd count's last mirrored pair
             --bh;
             c.block = s.num_blocks;
           }
-        } else if (unit < s.num_pairs) {
-          int j;
-          bh = s.by_blocks.divmod(unit, j);
-          c.block = t % 2 == 0 ? s.num_blocks - 1 - j : j;
         } else {
           int r;
           bh = s.by_singles.divmod(unit - s.num_pairs, r);

@@ -17,7 +17,7 @@ template <class Element, int kHeadDim, bool kWindow, bool kSoftcap, bool kLongQ>
 struct FwdKernelFor {
   using ScoreMod = conditional_t<kSoftcap, TanhSoftcap, NoSoftcap>;
   using Mainloop = MainloopFwd<Element, kHeadDim, Mask<kWindow>, ScoreMod, kLongQ>;
-  using Scheduler = PersistentTileScheduler<kWindow, fwd_mirrors_pairs(kHeadDim, kWindow, kLongQ)>;
+  using Scheduler = PersistentTileScheduler<kWindow>;
   using type = FwdKernel<Mainloop, EpilogueFwd<Mainloop>, Scheduler>;
 
   static constexpr FwdTileConfig kConfig = fwd_tile_config(kHeadDim, kWindow, kLongQ);

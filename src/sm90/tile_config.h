@@ -78,9 +78,20 @@ IOATTN_HOST_DEVICE constexpr bool fwd_mirrors_pairs(int head_dim, bool window, b
 // ended in a tail of single tiles), +2% at 1k, +10% at 1100 and 1152 (9 blocks), +0.4% at 1200,
 // +10% at 1300 (11 blocks), -1.4% at 1400 (11 blocks, a last mirrored round 33% busy against none),
 // -5.6% at 1536 (12 blocks, where the tail of single tiles pays, fwd_tail_split).
+// hd64 (short-query kernel) takes them for any odd number of query blocks (walking both tiles
+// first to last), whatever the fills (the pairs' units there are not all alike): a unit's two
+// middle tiles then come from neighbouring (head, batch) pairs and run beside their pairs, where
+// plain pairs leave every middle tile to the tail, long after its (head, batch)'s K/V left L2
+// (ncu, hd64 causal 384: 286 MB of DRAM reads for 198 MB of Q, K and V, DRAM at 79% of peak).
+// Measured on an H100 (bf16, causal, same run, five rounds): +5.4% at seqlen 384 (0.97x ->
+// 1.03x FA3), +8.2% at 333, +0.4% at 600 (5 blocks); even block counts unchanged (512: -0.2%,
+// 448: -1.1%). A first version that compiled the mirrored decode into hd64's scheduler as a
+// branch of its own cost 1.2-1.6% at 448-600, so pairs and mirrored pairs share one branch-free
+// decode (PersistentTileScheduler::tile).
 IOATTN_HOST_DEVICE constexpr bool fwd_mirrored_pairs(int head_dim, bool window, bool long_q,
                                                      int num_blocks, double mirrored_fill,
                                                      double pairs_fill) {
+  if (head_dim <= 64) return window && !long_q && num_blocks % 2 == 1;
   return fwd_mirrors_pairs(head_dim, window, long_q) &&
          num_blocks <= (head_dim > 192   ? 12
                         : head_dim > 128 ? 8
