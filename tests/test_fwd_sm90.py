@@ -63,6 +63,27 @@ def test_sm90_matches_sm80(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _check_against_sm80(_draw(index), case_seed("sm90-diff-data", index), monkeypatch)
 
 
+def _case(
+    *,
+    head_dim: int,
+    seqlen_q: int,
+    seqlen_k: int | None = None,
+    heads: tuple[int, int],
+    window: tuple[int, int],
+    batch: int,
+    softcap: float = 0.0,
+    varlen: bool = False,
+) -> dict[str, object]:
+    """A chosen bf16 case for _check_against_sm80 (the random ones come from _draw); seqlen_k
+    defaults to seqlen_q."""
+    return {
+        "batch": batch, "seqlen_q": seqlen_q,
+        "seqlen_k": seqlen_q if seqlen_k is None else seqlen_k, "heads": heads,
+        "head_dim": head_dim, "dtype": torch.bfloat16, "window": window, "softcap": softcap,
+        "varlen": varlen,
+    }  # fmt: skip
+
+
 # A second kernel for long query sequences (sm90/tile_config.h, fwd_long_min_seqlen_q): hd64 with
 # a window mask from seqlen_q 640 on (192-row tiles), hd128 without one from 2048 (176-key
 # blocks), hd256 with a window mask from 2048 (80-key blocks). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
@@ -107,21 +128,27 @@ def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.Mo
 # edge; a last tile whose third warpgroup lies past the sequence; rows that see no key at all
 # (seqlen_q > seqlen_k, causal).
 SKIP_CASES = {
-    "hd64-2176x2048-causal": (64, 2176, 2048, (-1, 0)),
-    "hd64-2100x2500-causal": (64, 2100, 2500, (-1, 0)),
-    "hd64-2400-local": (64, 2400, 2400, (150, 0)),
-    "hd192-700x650-causal": (192, 700, 650, (-1, 0)),
-    "hd256-640-causal": (256, 640, 640, (-1, 0)),
-    "hd256-900x500-causal": (256, 900, 500, (-1, 0)),
-    "hd256-777-local": (256, 777, 777, (100, 30)),
+    "hd64-2176x2048-causal": _case(
+        head_dim=64, batch=2, seqlen_q=2176, seqlen_k=2048, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd64-2100x2500-causal": _case(
+        head_dim=64, batch=2, seqlen_q=2100, seqlen_k=2500, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd64-2400-local": _case(head_dim=64, batch=2, seqlen_q=2400, heads=(4, 2), window=(150, 0)),
+    "hd192-700x650-causal": _case(
+        head_dim=192, batch=2, seqlen_q=700, seqlen_k=650, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd256-640-causal": _case(head_dim=256, batch=2, seqlen_q=640, heads=(4, 2), window=(-1, 0)),
+    "hd256-900x500-causal": _case(
+        head_dim=256, batch=2, seqlen_q=900, seqlen_k=500, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd256-777-local": _case(head_dim=256, batch=2, seqlen_q=777, heads=(4, 2), window=(100, 30)),
 }
 
 
 @pytest.mark.parametrize("name", SKIP_CASES)
 def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, sq, sk, window = SKIP_CASES[name]
-    case = _case(head_dim=head_dim, seqlen_q=sq, seqlen_k=sk, heads=(4, 2), window=window, batch=2)
-    _check_against_sm80(case, case_seed("sm90-skip", name), monkeypatch)
+    _check_against_sm80(SKIP_CASES[name], case_seed("sm90-skip", name), monkeypatch)
 
 
 # Where warpgroups skip the key blocks their rows do not see (the SKIP_CASES kernels), query
@@ -132,29 +159,31 @@ def test_sm90_warpgroup_skips_unseen_blocks(name: str, monkeypatch: pytest.Monke
 # see keys; varlen sequences each have their own offset, and a row before 0 there is the
 # previous sequence's last row.
 END_ALIGNED_CASES = {
-    "hd64-2100x1500-causal": (64, 2100, 1500, (-1, 0), False),
-    "hd64-2150x2100-causal": (64, 2150, 2100, (-1, 0), False),
-    "hd64-2200x2900-causal": (64, 2200, 2900, (-1, 0), False),
-    "hd64-2333-local": (64, 2333, 2333, (100, 0), False),
-    "hd64-2900-causal-varlen": (64, 2900, 2900, (-1, 0), True),
-    "hd256-1000x700-causal": (256, 1000, 700, (-1, 0), False),
-    "hd256-2100-causal-varlen": (256, 2100, 2100, (-1, 0), True),
+    "hd64-2100x1500-causal": _case(
+        head_dim=64, batch=2, seqlen_q=2100, seqlen_k=1500, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd64-2150x2100-causal": _case(
+        head_dim=64, batch=2, seqlen_q=2150, seqlen_k=2100, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd64-2200x2900-causal": _case(
+        head_dim=64, batch=2, seqlen_q=2200, seqlen_k=2900, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd64-2333-local": _case(head_dim=64, batch=2, seqlen_q=2333, heads=(4, 2), window=(100, 0)),
+    "hd64-2900-causal-varlen": _case(
+        head_dim=64, batch=5, seqlen_q=2900, heads=(4, 2), window=(-1, 0), varlen=True
+    ),
+    "hd256-1000x700-causal": _case(
+        head_dim=256, batch=2, seqlen_q=1000, seqlen_k=700, heads=(4, 2), window=(-1, 0)
+    ),
+    "hd256-2100-causal-varlen": _case(
+        head_dim=256, batch=5, seqlen_q=2100, heads=(4, 2), window=(-1, 0), varlen=True
+    ),
 }
 
 
 @pytest.mark.parametrize("name", END_ALIGNED_CASES)
 def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, sq, sk, window, varlen = END_ALIGNED_CASES[name]
-    case = _case(
-        head_dim=head_dim,
-        seqlen_q=sq,
-        seqlen_k=sk,
-        heads=(4, 2),
-        window=window,
-        batch=5 if varlen else 2,
-        varlen=varlen,
-    )
-    _check_against_sm80(case, case_seed("sm90-end-aligned", name), monkeypatch)
+    _check_against_sm80(END_ALIGNED_CASES[name], case_seed("sm90-end-aligned", name), monkeypatch)
 
 
 # GQA packing (sm90/tile_rows.cuh): where seqlen_q leaves most of a tile empty, the query heads
@@ -166,57 +195,57 @@ def test_sm90_end_aligned_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> N
 # window kernels run as single tiles, not pairs). (The host packs where that takes fewer tiles,
 # so these shapes run packed.)
 PACK_CASES = {
-    "hd128-decode-g8": (128, 1, 3000, (16, 2), (-1, -1), 0.0, False),
-    "hd128-decode-g8-causal": (128, 1, 3000, (16, 2), (-1, 0), 0.0, False),
-    "hd64-17q-g4-causal": (64, 17, 900, (8, 2), (-1, 0), 0.0, False),
-    "hd64-5q-g3-local": (64, 5, 700, (6, 2), (40, 3), 0.0, False),
-    "hd64-9q-g7-full": (64, 9, 513, (14, 2), (-1, -1), 0.0, False),
-    "hd64-3q-g32-causal": (64, 3, 333, (32, 1), (-1, 0), 0.0, False),
-    "hd256-2q-g16-causal": (256, 2, 1100, (16, 1), (-1, 0), 0.0, False),
-    "hd96-4q-g4-softcap": (96, 4, 800, (8, 2), (-1, -1), 15.0, False),
-    "hd128-12q-g8-causal-varlen": (128, 12, 2000, (16, 2), (-1, 0), 0.0, True),
-    "hd64-40q-g4-full-2tiles": (64, 40, 1000, (8, 2), (-1, -1), 0.0, False),
-    "hd128-64q-g4-causal-2tiles": (128, 64, 300, (8, 2), (-1, 0), 0.0, False),
-    "hd64-70q-g4-local-3tiles": (64, 70, 500, (8, 2), (60, 0), 0.0, False),
-    "hd256-70q-g4-causal-varlen-3tiles": (256, 70, 700, (8, 2), (-1, 0), 0.0, True),
+    "hd128-decode-g8": _case(
+        head_dim=128, batch=2, seqlen_q=1, seqlen_k=3000, heads=(16, 2), window=(-1, -1)
+    ),
+    "hd128-decode-g8-causal": _case(
+        head_dim=128, batch=2, seqlen_q=1, seqlen_k=3000, heads=(16, 2), window=(-1, 0)
+    ),
+    "hd64-17q-g4-causal": _case(
+        head_dim=64, batch=2, seqlen_q=17, seqlen_k=900, heads=(8, 2), window=(-1, 0)
+    ),
+    "hd64-5q-g3-local": _case(
+        head_dim=64, batch=2, seqlen_q=5, seqlen_k=700, heads=(6, 2), window=(40, 3)
+    ),
+    "hd64-9q-g7-full": _case(
+        head_dim=64, batch=2, seqlen_q=9, seqlen_k=513, heads=(14, 2), window=(-1, -1)
+    ),
+    "hd64-3q-g32-causal": _case(
+        head_dim=64, batch=2, seqlen_q=3, seqlen_k=333, heads=(32, 1), window=(-1, 0)
+    ),
+    "hd256-2q-g16-causal": _case(
+        head_dim=256, batch=2, seqlen_q=2, seqlen_k=1100, heads=(16, 1), window=(-1, 0)
+    ),
+    "hd96-4q-g4-softcap": _case(
+        head_dim=96, batch=2, seqlen_q=4, seqlen_k=800, heads=(8, 2), window=(-1, -1), softcap=15.0
+    ),
+    "hd128-12q-g8-causal-varlen": _case(
+        head_dim=128,
+        batch=4,
+        seqlen_q=12,
+        seqlen_k=2000,
+        heads=(16, 2),
+        window=(-1, 0),
+        varlen=True,
+    ),
+    "hd64-40q-g4-full-2tiles": _case(
+        head_dim=64, batch=2, seqlen_q=40, seqlen_k=1000, heads=(8, 2), window=(-1, -1)
+    ),
+    "hd128-64q-g4-causal-2tiles": _case(
+        head_dim=128, batch=2, seqlen_q=64, seqlen_k=300, heads=(8, 2), window=(-1, 0)
+    ),
+    "hd64-70q-g4-local-3tiles": _case(
+        head_dim=64, batch=2, seqlen_q=70, seqlen_k=500, heads=(8, 2), window=(60, 0)
+    ),
+    "hd256-70q-g4-causal-varlen-3tiles": _case(
+        head_dim=256, batch=4, seqlen_q=70, seqlen_k=700, heads=(8, 2), window=(-1, 0), varlen=True
+    ),
 }
 
 
 @pytest.mark.parametrize("name", PACK_CASES)
 def test_sm90_gqa_packed_tiles(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    head_dim, sq, sk, heads, window, softcap, varlen = PACK_CASES[name]
-    case = _case(
-        head_dim=head_dim,
-        seqlen_q=sq,
-        seqlen_k=sk,
-        heads=heads,
-        window=window,
-        batch=4 if varlen else 2,
-        softcap=softcap,
-        varlen=varlen,
-    )
-    _check_against_sm80(case, case_seed("sm90-gqa-pack", name), monkeypatch)
-
-
-def _case(
-    *,
-    head_dim: int,
-    seqlen_q: int,
-    seqlen_k: int | None = None,
-    heads: tuple[int, int],
-    window: tuple[int, int],
-    batch: int,
-    softcap: float = 0.0,
-    varlen: bool = False,
-) -> dict[str, object]:
-    """A chosen bf16 case for _check_against_sm80 (the random ones come from _draw); seqlen_k
-    defaults to seqlen_q."""
-    return {
-        "batch": batch, "seqlen_q": seqlen_q,
-        "seqlen_k": seqlen_q if seqlen_k is None else seqlen_k, "heads": heads,
-        "head_dim": head_dim, "dtype": torch.bfloat16, "window": window, "softcap": softcap,
-        "varlen": varlen,
-    }  # fmt: skip
+    _check_against_sm80(PACK_CASES[name], case_seed("sm90-gqa-pack", name), monkeypatch)
 
 
 # Paired causal/local schedules with at least two pairs per CTA end in a tail of single tiles
