@@ -3,6 +3,7 @@ real runner, report and plots but fake methods and a fake device."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -213,7 +214,21 @@ def test_environment_collect_is_best_effort() -> None:
     assert env["versions"]["torch"] == expected
     assert "date" in env and "ioattn" in env and "clocks" in env
     assert isinstance(env["clocks"], list)  # empty without nvidia-smi
+    for lib in env["ioattn"]["libraries"]:
+        if lib["loaded"] and lib["path"]:
+            assert lib["bytes"] == Path(lib["path"]).stat().st_size
+            assert len(lib["sha256"]) == 64
     json.dumps(env)
+
+
+def test_file_digest_names_the_bytes_that_ran(tmp_path: Path) -> None:
+    lib = tmp_path / "libioattn_sm90.so"
+    lib.write_bytes(b"abc" * 500_000)  # more than one read chunk
+    assert environment.file_digest(lib) == {
+        "sha256": hashlib.sha256(b"abc" * 500_000).hexdigest(),
+        "bytes": 1_500_000,
+    }
+    assert environment.file_digest(tmp_path / "missing.so") == {}
 
 
 def test_nvidia_smi_csv() -> None:

@@ -1,5 +1,8 @@
 """Where a run happened: GPU, clocks, driver, CUDA, versions, ioattn's libraries, git, date.
 
+The libraries are recorded with their sha256: which binary ran, whatever git says about the tree
+(a copy of a checkout can carry git metadata older than its files).
+
 Everything is best effort: a missing ``nvidia-smi``, ``git`` or package leaves its field out
 (or None) and never stops the benchmark.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import platform
 import shlex
 import subprocess
@@ -85,14 +89,32 @@ def _gpu() -> dict[str, Any]:
     }
 
 
+def file_digest(path: str | Path) -> dict[str, Any]:
+    """sha256 (hex) and size in bytes of a file; {} where it cannot be read."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return {}
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
 def _ioattn() -> dict[str, Any]:
     import ioattn
     from ioattn import _backend
 
+    libraries = _backend.describe_backends()
+    for lib in libraries:
+        if lib["loaded"] and lib["path"]:
+            lib.update(file_digest(lib["path"]))
     return {
         "version": ioattn.__version__,
         "path": str(Path(ioattn.__file__).parent),
-        "libraries": _backend.describe_backends(),
+        "libraries": libraries,
     }
 
 
