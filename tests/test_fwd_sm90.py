@@ -4,7 +4,8 @@ Every other forward test runs once per library (conftest.fwd_library); this one 
 problems (sizes, head dims, masks, softcap, GQA, dense or varlen) and requires the sm90 result
 to be as accurate as the sm80 one: error vs the fp32 reference <= 2x the sm80 library's error
 plus slack (the FA rule, with the sm80 kernel as the baseline). LSE likewise. The same check
-runs on chosen cases: around the switch to the long-query kernels, on tiles whose warpgroups
+runs on chosen cases: around the switch to the long-query kernels (and on which of its two
+tile heights hd64 without a mask takes, checked by kernel name), on tiles whose warpgroups
 skip key blocks, on end-aligned query tiles, on GQA-packed tiles, on the tail of the persistent
 schedule. A last test makes every CTA of the persistent grid loop over many units of work
 (paired tiles under a window mask, an odd number of query blocks) and checks that each query
@@ -119,6 +120,73 @@ def test_sm90_long_query_kernel(name: str, head_dim: int, monkeypatch: pytest.Mo
         varlen=varlen,
     )
     _check_against_sm80(case, case_seed("sm90-long-q", name, head_dim), monkeypatch)
+
+
+# hd64 without a mask: 192-row tiles (the long_q kernel, three consumers) unless 128-row ones
+# (the default, two) pad more than 15% fewer query rows (sm90/tile_config.h,
+# fwd_default_tiles_pay). Both sides of each flip of ceil(s / 128) x 128 against
+# ceil(s / 192) x 192; GQA-packed calls, where the rows are those of a packed tile (one query
+# against 8 query heads per K/V head: 128 rows against 192; 96 queries against 4: 3 x 128
+# against 2 x 192); softcap; varlen, whose longest sequence decides. name: (case, 192-row
+# kernel expected).
+_HD64_FULL = {"head_dim": 64, "window": (-1, -1)}
+TILE_HEIGHT_CASES = {
+    "128": (_case(**_HD64_FULL, batch=2, seqlen_q=128, heads=(2, 2)), False),
+    "160": (_case(**_HD64_FULL, batch=2, seqlen_q=160, heads=(2, 2)), True),
+    "193x300": (_case(**_HD64_FULL, batch=2, seqlen_q=193, seqlen_k=300, heads=(2, 2)), False),
+    "256-softcap": (_case(**_HD64_FULL, batch=2, seqlen_q=256, heads=(2, 2), softcap=15.0), False),
+    "257": (_case(**_HD64_FULL, batch=2, seqlen_q=257, heads=(2, 2)), True),
+    "640": (_case(**_HD64_FULL, batch=1, seqlen_q=640, heads=(2, 2)), False),
+    "641": (_case(**_HD64_FULL, batch=1, seqlen_q=641, heads=(2, 2)), True),
+    "200-varlen": (_case(**_HD64_FULL, batch=3, seqlen_q=200, heads=(2, 2), varlen=True), False),
+    "300-varlen": (_case(**_HD64_FULL, batch=3, seqlen_q=300, heads=(2, 2), varlen=True), True),
+    "1x700-group8": (_case(**_HD64_FULL, batch=2, seqlen_q=1, seqlen_k=700, heads=(16, 2)), False),
+    "96-group4": (_case(**_HD64_FULL, batch=2, seqlen_q=96, heads=(8, 2)), True),
+}
+
+
+def _sm90_kernel_names(case: dict, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sm90 forward kernels that one call of the case launches (profiler, CUDA activity)."""
+    monkeypatch.setenv(_backend.BACKEND_ENV, "sm90")
+    _backend.clear_cache()
+    b, sq, sk, d = case["batch"], case["seqlen_q"], case["seqlen_k"], case["head_dim"]
+    h, hk = case["heads"]
+    kw = {"window_size": case["window"], "softcap": case["softcap"]}
+    if case["varlen"]:  # the longest sequence at the maximum, one empty: b - 1 x seqlen_q + 1
+        lens = [sq, 0, *[1] * (b - 2)]
+        cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], device="cuda").int()
+        q = torch.randn(sum(lens), h, d, device="cuda", dtype=case["dtype"])
+        k = torch.randn(sum(lens), hk, d, device="cuda", dtype=case["dtype"])
+
+        def call() -> None:
+            ioattn.flash_attn_varlen_func(q, k, k, cu, cu, sq, sq, **kw)
+    else:
+        q = torch.randn(b, sq, h, d, device="cuda", dtype=case["dtype"])
+        k = torch.randn(b, sk, hk, d, device="cuda", dtype=case["dtype"])
+
+        def call() -> None:
+            ioattn.flash_attn_func(q, k, k, **kw)
+
+    call()  # loads the library and the kernel outside the profile
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities, acc_events=True) as prof:
+        call()
+        torch.zeros(1, device="cuda").add_(1)  # a kernel the profiler must see in any case
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    if not names:
+        pytest.skip("the profiler recorded no CUDA kernel here (CUPTI unavailable)")
+    return [n for n in names if n.startswith("ioattn_sm90_fwd_")]
+
+
+@pytest.mark.parametrize("name", TILE_HEIGHT_CASES)
+def test_sm90_hd64_tile_height(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    case, long_expected = TILE_HEIGHT_CASES[name]
+    _check_against_sm80(case, case_seed("sm90-tile-height", name), monkeypatch)
+    kernels = _sm90_kernel_names(case, monkeypatch)
+    assert len(kernels) == 1, kernels
+    assert kernels[0].endswith("_long") == long_expected, kernels
 
 
 # Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 640,

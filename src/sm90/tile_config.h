@@ -17,9 +17,10 @@ struct FwdTileConfig {
 // head_dim is the compiled head dim; every config fits the 227 KB of shared memory per block.
 // hd64 runs three consumers where it can: its GEMMs are short, so a third warpgroup's softmax
 // is needed to keep the tensor cores busy, and its registers fit the 160 per thread that three
-// leave. Without a mask that is always; with a window mask (causal) only for long query
-// sequences (long_q, below): the 192-row tile has more masked diagonal blocks and a partly
-// empty last tile, which cost more than the third warpgroup gains while seqlen_q is short.
+// leave. With a window mask (causal) only for long query sequences (long_q, below): the 192-row
+// tile has more masked diagonal blocks and a partly empty last tile, which cost more than the
+// third warpgroup gains while seqlen_q is short. Without a mask wherever the 192-row tiles do
+// not pad many more query rows than 128-row ones would (fwd_default_tiles_pay).
 // Without a mask every key block is full, so hd128 takes a longer one for long query sequences
 // (fewer softmax passes per key); with one, the diagonal blocks are masked and 128 wastes less.
 // Below seqlen_q 2048 hd128 keeps 128 without a mask too: 176-key blocks leave the last block of
@@ -33,8 +34,7 @@ struct FwdTileConfig {
 // (112 KB): +1.2% at causal 384-600 (bf16, same run, four rounds) over two; hd128's with three
 // (226 KB) measured no change. (64-key blocks at hd64 were 7-11% slower there.)
 IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window, bool long_q) {
-  return head_dim <= 64
-             ? (window && !long_q ? FwdTileConfig{128, 128, 3, 2} : FwdTileConfig{192, 128, 2, 3})
+  return head_dim <= 64 ? (!long_q ? FwdTileConfig{128, 128, 3, 2} : FwdTileConfig{192, 128, 2, 3})
          : head_dim <= 96    ? FwdTileConfig{128, 128, 2, 2}
          : head_dim <= 128   ? FwdTileConfig{128, window || !long_q ? 128 : 176, 2, 2}
          : head_dim <= 192   ? FwdTileConfig{128, 112, 2, 2}
@@ -50,8 +50,27 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
 // before end-aligned tiles and the device-time timer, had it 11-13% slower at 1k). hd128 and
 // hd256: from 2048 (see fwd_tile_config; hd256 was 1.5% slower at 1536 with its long kernel,
 // hd128 without a mask 1-2% slower at 1k and 1536).
+//
+// hd64 without a mask: from 1, i.e. always, unless fwd_default_tiles_pay picks the 128-row tiles.
 IOATTN_HOST_DEVICE constexpr int fwd_long_min_seqlen_q(int head_dim, bool window) {
-  return head_dim <= 64 && window ? 640 : 2048;
+  return head_dim > 64 ? 2048 : window ? 640 : 1;
+}
+
+// Whether hd64 without a mask takes the default 128-row tiles (two consumers) over the long
+// variant's 192-row ones (three): where the 192-row tiles would pad more than 15% more query
+// rows. rows_default, rows_long: the rows (padding included) that one (K/V head, batch) takes
+// under each, GQA packing included. The row count is not monotone in seqlen_q (ceil(s / 128)
+// x 128 against ceil(s / 192) x 192), so a min_seqlen_q cannot express it. 15%: what the
+// 192-row kernel is faster at equal rows, measured 1.13x at seqlen 384, 1.16x at 768, 1.19x at
+// 1536. Measured on an H100 (bf16, no mask, same run, 128-row tiles against 192-row ones):
+// +19% at seqlen 64, +2% at 128, +21% at 200, +16% at 256 (0.82x -> 0.95x cuDNN), +0.5% at
+// 640, +27% for one query per sequence (8 query heads per K/V head, 8k keys); -32% at 160,
+// -27% at 192, -11% at 384, -2.6% at 512, -14% at 768, -29% for 96 queries with 4 query
+// heads per K/V head (packed: 3 tiles of 128 rows against 2 of 192), which the rule leaves to
+// the 192-row tiles.
+IOATTN_HOST_DEVICE constexpr bool fwd_default_tiles_pay(int head_dim, bool window,
+                                                        int64_t rows_default, int64_t rows_long) {
+  return head_dim <= 64 && !window && rows_default * 115 < rows_long * 100;
 }
 
 IOATTN_HOST_DEVICE constexpr bool fwd_has_long_variant(int head_dim, bool window) {

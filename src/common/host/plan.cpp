@@ -251,6 +251,19 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   p.total_q = a->total_q;
   p.total_k = a->total_k;
   if (int32_t s = check_fwd_layout(p); s != IOATTN_OK) return s;
+  if (kernel->long_q && fwd_prefers_default_tiles(*kernel, p)) {
+    int smem_optin = 0;
+    if (int32_t s = device_smem(int(a->device), &smem_optin); s != IOATTN_OK) return s;
+    for (int i = 0; i < kNumFwdKernels; ++i) {
+      const KernelEntry &e = kFwdKernels[i];
+      if (e.dtype == kernel->dtype && e.head_dim == kernel->head_dim &&
+          e.window == kernel->window && e.softcap == kernel->softcap && !e.long_q &&
+          !e.small_smem && e.smem_bytes <= smem_optin) {
+        kernel = &e;
+        break;
+      }
+    }
+  }
   plan->kernel = kernel;
   return IOATTN_OK;
 }

@@ -27,6 +27,11 @@ struct BwdPlan {
 // its launch_fwd): e.g. what TMA descriptors can map. IOATTN_OK or IOATTN_ERR_UNSUPPORTED.
 int32_t check_fwd_layout(const FwdParams &params);
 
+// Whether a call that a long-sequence variant (KernelEntry::long_q, chosen by min_seqlen_q)
+// runs is better run by the default tiles of the same kernel, which pad fewer query rows for
+// it (every library defines it with its launch_fwd).
+bool fwd_prefers_default_tiles(const KernelEntry &long_variant, const FwdParams &params);
+
 // IOATTN_OK and a filled plan, or an error status with the reason recorded (see error.h).
 // Checks the struct only, plus the device's compute capability and shared-memory limit.
 int32_t plan_fwd(const ioattn_fwd_args *args, FwdPlan *plan);

@@ -9,6 +9,9 @@ namespace ioattn {
 // cp.async reads any layout the ABI allows.
 int32_t check_fwd_layout(const FwdParams &) { return IOATTN_OK; }
 
+// No long-sequence variants.
+bool fwd_prefers_default_tiles(const KernelEntry &, const FwdParams &) { return false; }
+
 cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaStream_t stream) {
   // grid.x = m-blocks * heads * batch: SingleTileScheduler's layout (common/scheduler.cuh).
   // For varlen, seqlen_q is the maximum over the batch.

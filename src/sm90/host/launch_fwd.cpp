@@ -120,6 +120,13 @@ int gqa_pack(const FwdParams &p, int block_m) {
   return packed < unpacked ? g : 1;
 }
 
+// The query rows, padding included, that one (K/V head, batch) takes under a tile config.
+int64_t padded_rows(const FwdParams &p, int block_m) {
+  const int pack = gqa_pack(p, block_m);
+  return pack > 1 ? ceil_div(p.seqlen_q, block_m / pack) * block_m
+                  : int64_t(p.group_size) * ceil_div(p.seqlen_q, block_m) * block_m;
+}
+
 TensorLayout layout_q(const FwdParams &p) {
   const bool varlen = p.cu_seqlens_q != nullptr;
   return {p.q,
@@ -160,6 +167,14 @@ int32_t check_fwd_layout(const FwdParams &p) {
                 "2^40 bytes (a broadcast, stride-0 dimension is not supported)");
   }
   return IOATTN_OK;
+}
+
+bool fwd_prefers_default_tiles(const KernelEntry &long_variant, const FwdParams &params) {
+  const int hd = long_variant.head_dim;
+  const bool window = long_variant.window;
+  return sm90::fwd_default_tiles_pay(
+      hd, window, padded_rows(params, sm90::fwd_tile_config(hd, window, false).block_m),
+      padded_rows(params, sm90::fwd_tile_config(hd, window, true).block_m));
 }
 
 cudaError_t launch_fwd(const KernelEntry &kernel, const FwdParams &params, cudaStream_t stream) {
