@@ -17,7 +17,8 @@ struct KernelEntry {
   bool softcap;      // TanhSoftcap instead of NoSoftcap
   // The tile config for long query sequences (sm90 forward, where it differs from the
   // default); the host prefers, among the kernels that run a call, the one with the largest
-  // min_seqlen_q <= seqlen_q (0 for every default kernel).
+  // min_seqlen_q <= seqlen_q (0 for every default kernel), unless the library's
+  // fwd_prefers_default_tiles (plan.h) gives the call back to the default tiles.
   bool long_q;
   int32_t min_seqlen_q;
   // The tile config for GPUs whose shared memory per block the default's exceeds (sm80
