@@ -87,7 +87,8 @@ def _case(
 
 # A second kernel for long query sequences (sm90/tile_config.h, fwd_long_min_seqlen_q): hd64 with
 # a window mask from seqlen_q 640 on (192-row tiles), hd128 without one from 2048 (176-key
-# blocks), hd256 with a window mask from 2048 (80-key blocks). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
+# blocks), hd256 with a window mask from 2048 (80-key blocks); hd64 without a mask chooses by
+# padded rows (TILE_HEIGHT_CASES). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
 # under causal masks), a local window, softcap, GQA, varlen with an empty sequence.
 LONG_Q_CASES = {
     "639-causal": (639, 639, (-1, 0), 0.0, False),
@@ -169,8 +170,7 @@ def _sm90_kernel_names(case: dict, monkeypatch: pytest.MonkeyPatch) -> list[str]
 
     call()  # loads the library and the kernel outside the profile
     torch.cuda.synchronize()
-    activities = [torch.profiler.ProfilerActivity.CUDA]
-    with torch.profiler.profile(activities=activities, acc_events=True) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         call()
         torch.zeros(1, device="cuda").add_(1)  # a kernel the profiler must see in any case
         torch.cuda.synchronize()

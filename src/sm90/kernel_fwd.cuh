@@ -1,6 +1,6 @@
 // SM90 forward kernel: Kernel<Mainloop, Epilogue, Scheduler>, persistent and warp-specialized.
 // Warpgroup 0 gives up registers and one of its threads issues every TMA load; the consumer
-// warpgroups (two, or three for hd64 without a mask) take the registers and compute. All of them
+// warpgroups (two, or three in hd64's 192-row kernels) take the registers and compute. All of them
 // walk the same tile sequence, so the rings (and the ping-pong turns) stay in step without further
 // coordination.
 #pragma once
@@ -30,6 +30,9 @@ struct FwdKernel {
   static constexpr int kConsumers = Mainloop::kConsumerWarpgroups;
   static constexpr int kNThreads = 128 * (1 + kConsumers);
   static constexpr int kMinBlocksPerSM = 1;
+  // Named barriers: the ping-pong turns (1 .. kConsumers), the TMA-store epilogue's, then the
+  // first-softmax stagger's (MainloopFwd::kStaggerBarrier).
+  static_assert(Epilogue::kFirstBarrier + kConsumers <= Mainloop::kStaggerBarrier);
   // Registers per thread after setmaxnreg. They come from the pool the CTA was launched with,
   // kNThreads x the launch's count per thread (65536 / kNThreads, rounded down to a multiple
   // of 8), not from the SM's 64K: two consumers 128 x 24 + 256 x 240 = 64512 of 384 x 168,

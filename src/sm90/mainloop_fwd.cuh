@@ -358,7 +358,10 @@ struct MainloopFwd {
   // Not in the 192-row (long_q) kernels: causal -0.5% at 2k and -0.7% at 8k; without a mask
   // +1-1.7% at 512-2k but 16k -2.4% and +0.2% in two runs and 0.99x FA3 in a grid run. hd128:
   // within 0.3%.
-  static constexpr bool kStaggerFirstSoftmax = kHeadDim <= 64 && !kLongQ;
+  // The barrier has one phase in flight at a time, which the ping-pong turns guarantee:
+  // consumer c - 1 reaches its next tile's arrival only through turns that c passes after its
+  // wait here. Without them (IOATTN_SM90_NO_PINGPONG) c - 1 could arrive twice first.
+  static constexpr bool kStaggerFirstSoftmax = kHeadDim <= 64 && !kLongQ && kPingPong;
   static constexpr int kStaggerBarrier = 1 + 2 * kConsumerWarpgroups;
   static_assert(kStaggerBarrier + kConsumerWarpgroups - 2 < 16, "16 named barriers per CTA");
 
@@ -412,7 +415,8 @@ struct MainloopFwd {
     // Q.K^T has retired.
     if (n_iters == 1) mbar_arrive(&smem.q_empty);
     // why: the first softmaxes run one consumer after the other (kStaggerFirstSoftmax). Every
-    // consumer reaches this point exactly once per tile, so the arrivals and waits pair up.
+    // consumer reaches this point exactly once per tile, and the turns keep consumer c - 1 from
+    // arriving again before c has waited, so the arrivals and waits pair up.
     if constexpr (kStaggerFirstSoftmax) {
       if (consumer > 0) bar_sync(kStaggerBarrier + consumer - 1, 2 * 128);
     }

@@ -62,12 +62,12 @@ IOATTN_HOST_DEVICE constexpr int fwd_long_min_seqlen_q(int head_dim, bool window
 // under each, GQA packing included. The row count is not monotone in seqlen_q (ceil(s / 128)
 // x 128 against ceil(s / 192) x 192), so a min_seqlen_q cannot express it. 15%: what the
 // 192-row kernel is faster at equal rows, measured 1.13x at seqlen 384, 1.16x at 768, 1.19x at
-// 1536. Measured on an H100 (bf16, no mask, same run, 128-row tiles against 192-row ones):
-// +19% at seqlen 64, +2% at 128, +21% at 200, +16% at 256 (0.82x -> 0.95x cuDNN), +0.5% at
-// 640, +27% for one query per sequence (8 query heads per K/V head, 8k keys); -32% at 160,
-// -27% at 192, -11% at 384, -2.6% at 512, -14% at 768, -29% for 96 queries with 4 query
-// heads per K/V head (packed: 3 tiles of 128 rows against 2 of 192), which the rule leaves to
-// the 192-row tiles.
+// 1536. Measured on an H100 (bf16, no mask, two runs, 128-row tiles against 192-row ones):
+// +19% at seqlen 64, +1-2% at 128, +21-22% at 200, +16-17% at 256 (0.82x -> 0.95-0.96x cuDNN),
+// +0.5-1% at 640, +27% for one query per sequence (8 query heads per K/V head, 8k keys); -32% at
+// 160, -27% at 192, -11% at 384, -2.6% at 512, -14% at 768, -29% for 96 queries with 4 query heads
+// per K/V head (packed: 3 tiles of 128 rows against 2 of 192), which the rule leaves to the 192-row
+// tiles.
 IOATTN_HOST_DEVICE constexpr bool fwd_default_tiles_pay(int head_dim, bool window,
                                                         int64_t rows_default, int64_t rows_long) {
   return head_dim <= 64 && !window && rows_default * 115 < rows_long * 100;
