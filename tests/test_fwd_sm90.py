@@ -189,6 +189,18 @@ def test_sm90_hd64_tile_height(name: str, monkeypatch: pytest.MonkeyPatch) -> No
     assert kernels[0].endswith("_long") == long_expected, kernels
 
 
+def test_sm90_hd64_tile_height_needs_the_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call the rule gives to the 128-row tiles stays on the 192-row ones where the device's
+    shared memory per block (lowered by IOATTN_MAX_SMEM_PER_BLOCK) holds the 192-row kernel
+    (91 KB) but not the 128-row one (115 KB)."""
+    monkeypatch.setenv("IOATTN_MAX_SMEM_PER_BLOCK", str(100 * 1024))
+    case, long_expected = TILE_HEIGHT_CASES["256-softcap"]
+    assert not long_expected
+    _check_against_sm80(case, case_seed("sm90-tile-height-smem"), monkeypatch)
+    kernels = _sm90_kernel_names(case, monkeypatch)
+    assert len(kernels) == 1 and kernels[0].endswith("_long"), kernels
+
+
 # Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 640,
 # hd192 128 x 112, hd256 128 x 64 below it and 128 x 80 from it): a consumer warpgroup skips
 # the key blocks its own 64 rows do not see (MainloopFwd::warpgroup_blocks). Trailing blocks

@@ -61,10 +61,12 @@ int32_t device_smem(int device, int *smem_optin) {
 }
 
 // The checks ioattn_fwd_args and ioattn_bwd_args share (same field names), up to the choice
-// of the smallest compiled head dim that runs the call, from `table`.
+// of the smallest compiled head dim that runs the call, from `table`; smem_optin: the device's
+// shared memory per block (device_smem), for a later choice among the table's kernels.
 template <class Args>
 int32_t check_common(const Args *a, const char *struct_name, const char *op,
-                     const KernelEntry *table, int table_size, const KernelEntry **kernel) {
+                     const KernelEntry *table, int table_size, const KernelEntry **kernel,
+                     int *smem_optin) {
   if (a == nullptr) return fail(IOATTN_ERR_INVALID, "args is NULL");
   if (a->struct_size != int64_t(sizeof(Args))) {
     return fail(IOATTN_ERR_ABI, std::string(struct_name) + ".struct_size is " +
@@ -119,8 +121,7 @@ int32_t check_common(const Args *a, const char *struct_name, const char *op,
                     str(a->head_dim) + (window ? ", window mask" : "") +
                     (softcap ? ", softcap" : "") + " (see ioattn_build_info for what was built)");
   }
-  int smem_optin = 0;
-  if (int32_t s = device_smem(int(a->device), &smem_optin); s != IOATTN_OK) return s;
+  if (int32_t s = device_smem(int(a->device), smem_optin); s != IOATTN_OK) return s;
 
   // Prefers, among the kernels that run the call and fit the device: the smallest head dim,
   // then the variant for the longest seqlen_q, then the default tiles over the small-shared-
@@ -138,13 +139,13 @@ int32_t check_common(const Args *a, const char *struct_name, const char *op,
     const KernelEntry &e = table[i];
     if (!runs_call(e)) continue;
     if (least == nullptr || e.smem_bytes < least->smem_bytes) least = &e;
-    if (e.smem_bytes <= smem_optin && better(e, best)) best = &e;
+    if (e.smem_bytes <= *smem_optin && better(e, best)) best = &e;
   }
   if (best == nullptr) {
     return fail(IOATTN_ERR_UNSUPPORTED, "head_dim " + str(a->head_dim) + " needs " +
                                             str(least->smem_bytes) +
                                             " bytes of shared memory per block, device " +
-                                            str(a->device) + " allows " + str(smem_optin));
+                                            str(a->device) + " allows " + str(*smem_optin));
   }
   *kernel = best;
   return IOATTN_OK;
@@ -225,8 +226,9 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   clear_error();
   plan->kernel = nullptr;
   const KernelEntry *kernel = nullptr;
-  if (int32_t s =
-          check_common(a, "ioattn_fwd_args", "forward", kFwdKernels, kNumFwdKernels, &kernel);
+  int smem_optin = 0;
+  if (int32_t s = check_common(a, "ioattn_fwd_args", "forward", kFwdKernels, kNumFwdKernels,
+                               &kernel, &smem_optin);
       s != IOATTN_OK) {
     return s;
   }
@@ -252,8 +254,6 @@ int32_t plan_fwd(const ioattn_fwd_args *a, FwdPlan *plan) {
   p.total_k = a->total_k;
   if (int32_t s = check_fwd_layout(p); s != IOATTN_OK) return s;
   if (kernel->long_q && fwd_prefers_default_tiles(*kernel, p)) {
-    int smem_optin = 0;
-    if (int32_t s = device_smem(int(a->device), &smem_optin); s != IOATTN_OK) return s;
     for (int i = 0; i < kNumFwdKernels; ++i) {
       const KernelEntry &e = kFwdKernels[i];
       if (e.dtype == kernel->dtype && e.head_dim == kernel->head_dim &&
@@ -273,6 +273,7 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   plan->kernel = nullptr;
   plan->workspace_bytes = 0;
   const KernelEntry *kernel = nullptr;
+  int smem_optin = 0;
   // The fields beyond the common ones are read only from a struct of this layout (else
   // check_common reports the NULL or the size mismatch).
   const bool layout_ok = a != nullptr && a->struct_size == int64_t(sizeof(*a));
@@ -287,7 +288,7 @@ int32_t plan_bwd(const ioattn_bwd_args *a, bool check_workspace, BwdPlan *plan) 
   if (int32_t s =
           check_common(a, "ioattn_bwd_args", deterministic ? "deterministic backward" : "backward",
                        deterministic ? kBwdDetKernels : kBwdKernels,
-                       deterministic ? kNumBwdDetKernels : kNumBwdKernels, &kernel);
+                       deterministic ? kNumBwdDetKernels : kNumBwdKernels, &kernel, &smem_optin);
       s != IOATTN_OK) {
     return s;
   }
