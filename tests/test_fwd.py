@@ -7,6 +7,8 @@ axis (seqlens, head dims, windows, softcap, GQA/MQA) and a short list of combina
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -35,10 +37,13 @@ HEAD_DIMS = [40, 59, 64, 80, 96, 128, 192, 256]
 WINDOWS = [(0, 0), (16, 0), (-1, 16), (64, 64), (3, -1), (255, 17)]
 HEADS = {"mha": (6, 6), "gqa": (6, 2), "mqa": (6, 1)}
 # Per-key gains: scores grow 8x along the keys (the max keeps moving), or one key in the
-# last third scores 12x (one jump, long after the first blocks fixed the max).
+# last third scores 12x (one jump, long after the first blocks fixed the max), or 64x (a jump
+# of more than 128 in log2 units for many rows: exponentials taken against the running max
+# before the jump overflow to +inf, which the SM90 stale-max path must catch).
 KEY_GAINS = {
     "rising": lambda n: 1.0 + 7.0 * torch.arange(n, dtype=torch.float32) / max(n - 1, 1),
     "spike": lambda n: torch.ones(n).index_fill_(0, torch.tensor([2 * n // 3]), 12.0),
+    "surge": lambda n: torch.ones(n).index_fill_(0, torch.tensor([2 * n // 3]), 64.0),
 }
 
 
@@ -189,10 +194,45 @@ def test_fwd_combinations(combo: tuple) -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("key_gain", list(KEY_GAINS))
-def test_fwd_moving_max(key_gain: str, head_dim: int, dtype: torch.dtype, causal: bool) -> None:
+@pytest.mark.parametrize("seqlen_q", [256, 339])
+def test_fwd_moving_max(
+    seqlen_q: int, key_gain: str, head_dim: int, dtype: torch.dtype, causal: bool
+) -> None:
     """Row maxima that move by large steps across key blocks (the running max and its
-    rescaling of O, which a kernel may defer while the max moves little)."""
-    run_case(339, 1023, head_dim, dtype, causal=causal, key_gain=key_gain)
+    rescaling of O, which a kernel may defer while the max moves little, and the SM90
+    stale-max path, which exponentiates before it knows the block's max). seqlen_q 256 and 339
+    take different SM90 tiles at hd64 without a mask (128 and 192 rows)."""
+    run_case(seqlen_q, 1023, head_dim, dtype, causal=causal, key_gain=key_gain)
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fwd_does_not_depend_on_what_ran_before(head_dim: int) -> None:
+    """Bitwise the same result whatever ran on the GPU before. A GQA-packed tile of 6 query
+    heads holds 21 positions, 126 of its 128 rows; its last two rows keep what the previous
+    kernel left in the Q buffer, and those rows, never stored, must not steer the stored ones
+    beside them: the SM90 stale-max path votes per warp on whether a key block's exponentials
+    stand, and the exact path it falls back to rounds differently."""
+    dtype = torch.bfloat16
+    reason = kernel_skip_reason(dtype, head_dim)
+    if reason:
+        pytest.skip(reason)
+    torch.manual_seed(case_seed("deterministic-after", head_dim))
+    # Scores 0 but at key 700, which scores 10 in log2 units: the stale max (0, from the first
+    # key block) takes it (p = 2^10, within the stale path's bound), the exact max moves to it.
+    q = torch.zeros(16, 21, 6, head_dim, device="cuda", dtype=dtype)
+    q[..., 0] = 1.0
+    k = torch.zeros(16, 1023, 1, head_dim, device="cuda", dtype=dtype)
+    k[:, 700, :, 0] = 10.0 / (head_dim**-0.5 * math.log2(math.e))
+    v = torch.randn(16, 1023, 1, head_dim, device="cuda", dtype=dtype)
+    # Leaves its Q tiles, scaled by `gain`, where the packed tiles' two unloaded rows are: at 30
+    # their scores at key 700 overflow (where positive), at 0 they stay 0.
+    other = torch.randn(16, 1023, 6, head_dim, device="cuda", dtype=dtype)
+    results = []
+    for gain in (0.0, 30.0):
+        ioattn.flash_attn_func(other * gain, other, other)
+        results.append(ioattn.flash_attn_func(q, k, v, return_attn_probs=True)[:2])
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.5])

@@ -71,12 +71,12 @@ struct OnlineSoftmax {
   // The first half of update: s becomes p and the running max and sums move on; o must still
   // be multiplied by `correction` (rescale) before the next P.V adds to it. Split so that an
   // SM90 consumer can run it while the previous block's P.V is still in flight.
-  template <int kNT>
+  template <bool kLazy = false, int kNT>
   __device__ __forceinline__ void update_scores(float (&s)[kMT][kNT][4],
                                                 float (&correction)[kRows]) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      const float m_scaled = new_row_max(s, r, correction[r]);
+      const float m_scaled = new_row_max<kLazy>(s, r, correction[r]);
       exponentiate_row(s, r, m_scaled, correction[r]);
     }
   }
@@ -129,6 +129,64 @@ struct OnlineSoftmax {
     }
     row_sum[r] = fmaf(row_sum[r], correction, sum);
   }
+
+  // A cheaper update for key blocks after a row's first (the SM90 forward's kStaleMax): row r of
+  // s exponentiated into p against the running max as it stands, without looking for the
+  // block's max first. That saves the max (kNT x 2 FMNMX and two shuffles per row) and the wait
+  // for it before the first exponential. Returns the thread's partial sum of the row's p, added
+  // as a tree so that accept_stale waits on a few adds rather than on a chain of kNT x 2. s is
+  // left as it is, for the exact path where accept_stale declines. `zero`: a 0 that the caller
+  // may derive from a load, to order the exponentials after it.
+  template <int kNT>
+  __device__ __forceinline__ float exponentiate_stale(const float (&s)[kMT][kNT][4],
+                                                      float (&p)[kMT][kNT][4], int r,
+                                                      float zero) const {
+    const int mt = r / 2, h = r % 2;
+    const float m_scaled = (row_max[r] == neg_inf() ? 0.f : row_max[r] * scale_log2) + zero;
+    float pair[kNT];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        p[mt][nt][2 * h + e] = exp2_approx(fmaf(s[mt][nt][2 * h + e], scale_log2, -m_scaled));
+      }
+      pair[nt] = p[mt][nt][2 * h] + p[mt][nt][2 * h + 1];
+    }
+#pragma unroll
+    for (int w = 1; w < kNT; w *= 2) {
+#pragma unroll
+      for (int i = 0; i + w < kNT; i += 2 * w) pair[i] += pair[i + w];
+    }
+    return pair[0];
+  }
+
+  // Whether the p of exponentiate_stale stand (then the row sums move on by `sum`, and the
+  // correction is 1): where every thread's partial sum of each of its rows is at most
+  // kStaleSumMax. A p is at most its row's sum, so no p exceeds it (the running max only
+  // matters as a reference point that keeps p in range: O and the sums are both relative to
+  // it); an overflowed exponential (+inf) or a NaN fails. A row whose max is still -inf
+  // passes only if it saw nothing here either: its p were taken against 0, and its first
+  // visible keys must set the max. The vote is warp-wide, so the four threads of a row, which
+  // must agree on its max, take the same path. counted[r]: whether row r takes part; rows whose
+  // output is never stored do not (their scores may come from stale shared memory, and would
+  // make the path, and so the rounding, of the rows beside them vary from run to run).
+  __device__ __forceinline__ bool accept_stale(const float (&sum)[kRows],
+                                               const bool (&counted)[kRows]) {
+    bool fits = true;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      fits &= !counted[r] || (row_max[r] == neg_inf() ? !(sum[r] > 0.f) : sum[r] <= kStaleSumMax);
+    }
+    if (!__all_sync(0xffffffffu, fits)) return false;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) row_sum[r] += sum[r];
+    return true;
+  }
+  // Looser than the lazy max's 2^8: a tile walked last to first (mirrored pairs) takes its
+  // first max from the diagonal block, where some rows see a few keys only, and at 2^8 the next
+  // blocks then missed often enough to cost hd128 causal 4% at seqlen 1k. p <= 2^14 still fits
+  // fp16's P (65504), and O's fp32 sums stay far from overflow.
+  static constexpr float kStaleSumMax = 16384.f;
 
   template <int kDT>
   __device__ __forceinline__ static void rescale(float (&o)[kMT][kDT][4],

@@ -18,6 +18,13 @@
 // consumers' softmaxes contend for when they overlap. Measured on an H100 against rescaling
 // every block (IOATTN_SM90_EAGER_RESCALE), bf16, seqlen 1k-16k: +2-7% at hd64, +1-4% at hd128,
 // +3-5% at hd256.
+//
+// Stale max (kStaleMax, fwd_stale_max): after a tile's first key block a consumer exponentiates
+// against the running max as it stands, without the block's max, and keeps the result where
+// every row's sum shows that no p outgrew its range (OnlineSoftmax::accept_stale); the exact
+// update runs only where one did. The block max is about a fifth of the softmax's instructions at
+// hd64, and issue slots are what the consumers' softmaxes contend for. IOATTN_SM90_EXACT_MAX
+// switches it off for ablations.
 #pragma once
 
 #include "common/mask.cuh"
@@ -50,6 +57,11 @@ inline constexpr bool kIntraWarpgroupOverlap = true;
 inline constexpr bool kLazyRescale = false;
 #else
 inline constexpr bool kLazyRescale = true;
+#endif
+#ifdef IOATTN_SM90_EXACT_MAX
+inline constexpr bool kStaleMaxEnabled = false;
+#else
+inline constexpr bool kStaleMaxEnabled = true;
 #endif
 
 // Named barriers 1 .. kConsumers (0 is __syncthreads): warpgroup c may issue GEMMs once
@@ -112,6 +124,12 @@ struct MainloopFwd {
   // Whether O leaves through shared memory and TMA stores (fwd_stage_o, the epilogue's
   // store_tma), in a buffer of the Q tile's shape.
   static constexpr bool kStageO = fwd_stage_o(kHeadDim, Mask::kIsWindow, kLongQ);
+  // Whether a tile's key blocks after its first are exponentiated against the running max as it
+  // stands (fwd_stale_max, OnlineSoftmax::exponentiate_stale). With the intra-warpgroup overlap
+  // and lazy rescaling only (the eager ablation moves O every block, which the stale path's
+  // correction of 1 would skip).
+  static constexpr bool kStaleMax =
+      fwd_stale_max(kHeadDim, Mask::kIsWindow, kLongQ) && kStaleMaxEnabled && kLazyRescale;
 
   struct SharedStorage {
     alignas(1024) char q[TileQ::kBytes];
@@ -246,6 +264,7 @@ struct MainloopFwd {
     int row0;
     KeyRange kept[1][2];  // (MMA_M = 1 per warp, rows h = 0, 1): the keys, where kKeepKeys
     BlockRange whole;     // key blocks that need no mask
+    bool stored[2];       // whether this thread's rows are stored (kStaleMax's vote)
 
     __device__ __forceinline__ TileMask(const Mask &mask_, const TileRows &rows_, int row0_)
         : mask(mask_),
@@ -254,6 +273,14 @@ struct MainloopFwd {
           whole(
               mask_.template unmasked_blocks<kBlockN>(rows_.first, rows_.first + rows_.positions)) {
       if constexpr (kKeepKeys) keys(kept);
+      if constexpr (kStaleMax) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = row0_ + 8 * h;
+          const int position = rows_.position(row);
+          stored[h] = rows_.live(row) && position >= 0 && position < mask_.seqlen_q;
+        }
+      }
     }
     // The visible keys of this thread's two rows.
     __device__ __forceinline__ void keys(KeyRange (&k)[1][2]) const {
@@ -451,20 +478,45 @@ struct MainloopFwd {
         // MUFU pipe) instead of queueing behind them. Measured on an H100, bf16, seqlen
         // 2k-16k, against the whole softmax above the wait: +2-4% at hd128 (causal or not),
         // no change at hd64 and hd256.
-        const float m_scaled0 = softmax.template new_row_max<kLazyRescale>(s, 0, correction[0]);
-        softmax.exponentiate_row(s, 0, m_scaled0, correction[0]);
-        const float m_scaled1 = softmax.template new_row_max<kLazyRescale>(s, 1, correction[1]);
-        rescale_o = !kLazyRescale || OnlineSoftmax<1>::any_moved(correction);
-        // why: the store keeps row 0 above the wait, the load of the stored 0 (which row 1's
-        // exponent offset adds) keeps row 1 below it (see order_before_wait, load_after_wait).
         float (&anchor)[2] = smem.wait_anchor[threadIdx.x / 32 - 4];
-        order_before_wait(smem_addr(&anchor[0]), softmax.row_sum[0]);
-        order_before_wait(smem_addr(&anchor[1]), 0.f);
-        wgmma_wait<0>();
-        fence_operand(flat(acc_o));
-        smem.v_ring.consumer_release(prev);
-        softmax.exponentiate_row(s, 1, m_scaled1 + load_after_wait(smem_addr(&anchor[1])),
-                                 correction[1]);
+        if constexpr (kStaleMax) {
+          // Against the running max as it stands (exponentiate_stale); the exact path below
+          // only where accept_stale declines, from the scores, which stay in s until then.
+          Acc p;
+          float sums[2];
+          sums[0] = softmax.exponentiate_stale(s, p, 0, 0.f);
+          // why: as below, the store keeps row 0 above the wait and the load row 1 below it.
+          order_before_wait(smem_addr(&anchor[0]), sums[0]);
+          order_before_wait(smem_addr(&anchor[1]), 0.f);
+          wgmma_wait<0>();
+          fence_operand(flat(acc_o));
+          smem.v_ring.consumer_release(prev);
+          sums[1] = softmax.exponentiate_stale(s, p, 1, load_after_wait(smem_addr(&anchor[1])));
+          // Packed before the vote, so that the conversions fill the exponentials' gaps.
+          pack_p(pf, p);
+          rescale_o = !softmax.accept_stale(sums, tm.stored);
+          if (rescale_o) {
+            softmax.template update_scores<kLazyRescale>(s, correction);
+            pack_p(pf, s);
+          } else {
+            correction[0] = correction[1] = 1.f;
+          }
+        } else {
+          const float m_scaled0 = softmax.template new_row_max<kLazyRescale>(s, 0, correction[0]);
+          softmax.exponentiate_row(s, 0, m_scaled0, correction[0]);
+          const float m_scaled1 = softmax.template new_row_max<kLazyRescale>(s, 1, correction[1]);
+          rescale_o = !kLazyRescale || OnlineSoftmax<1>::any_moved(correction);
+          // why: the store keeps row 0 above the wait, the load of the stored 0 (which row 1's
+          // exponent offset adds) keeps row 1 below it (see order_before_wait, load_after_wait).
+          order_before_wait(smem_addr(&anchor[0]), softmax.row_sum[0]);
+          order_before_wait(smem_addr(&anchor[1]), 0.f);
+          wgmma_wait<0>();
+          fence_operand(flat(acc_o));
+          smem.v_ring.consumer_release(prev);
+          softmax.exponentiate_row(s, 1, m_scaled1 + load_after_wait(smem_addr(&anchor[1])),
+                                   correction[1]);
+          pack_p(pf, s);
+        }
       } else {
         smem.v_ring.consumer_wait(prev);
         turn.wait_turn();
@@ -480,8 +532,8 @@ struct MainloopFwd {
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
         softmax_step(s, softmax, correction, mod, tm, n_block);
         rescale_o = true;  // eager: every block moves O to the new max
+        pack_p(pf, s);
       }
-      pack_p(pf, s);
     }
 
     smem.v_ring.consumer_wait(kv);
