@@ -97,7 +97,7 @@ LIBRARIES: dict[str, dict] = {
                 "block": "ioattn::sm90::fwd_tile_config({hd}, {w}, {v}).block_m",
                 "threads": "ioattn::sm90::fwd_num_threads({hd}, {w}, {v})",
                 "smem": "ioattn::sm90::fwd_smem_bytes({hd}, {w}, {v})",
-                "long_q": {(64, "window"), (64, "full"), (128, "full"), (256, "window")},
+                "long_q": {(64, "window"), (64, "full")},
                 "min_seqlen_q": "ioattn::sm90::fwd_long_min_seqlen_q({hd}, {w})",
                 "has_long_q": "ioattn::sm90::fwd_has_long_variant({hd}, {w})",
             },

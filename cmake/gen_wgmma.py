@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "src" / "sm90" / "wgmma_ops.cuh"
-# N of S = Q.K^T (the key block) and of O += P.V (the head dim), per operand form.
-SS_N = (64, 80, 96, 112, 128, 160, 176, 192)
+# N of S = Q.K^T (the key blocks of sm90/tile_config.h) and of O += P.V (the head dims).
+SS_N = (64, 112, 128)
 RS_N = (64, 96, 128, 192, 256)
 TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}  # element type -> PTX type
 

@@ -86,9 +86,9 @@ def _case(
 
 
 # A second kernel for long query sequences (sm90/tile_config.h, fwd_long_min_seqlen_q): hd64 with
-# a window mask from seqlen_q 640 on (192-row tiles), hd128 without one from 2048 (176-key
-# blocks), hd256 with a window mask from 2048 (80-key blocks); hd64 without a mask chooses by
-# padded rows (TILE_HEIGHT_CASES). Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
+# a window mask from seqlen_q 640 on (192-row tiles); hd64 without a mask chooses by padded rows
+# (TILE_HEIGHT_CASES). hd128 and hd256 have one kernel per mask, which these cases check on long
+# sequences. Both sides of the switch, seqlen_q above and below seqlen_k (fully masked top rows
 # under causal masks), a local window, softcap, GQA, varlen with an empty sequence.
 LONG_Q_CASES = {
     "639-causal": (639, 639, (-1, 0), 0.0, False),
@@ -202,7 +202,7 @@ def test_sm90_hd64_tile_height_needs_the_shared_memory(monkeypatch: pytest.Monke
 
 
 # Tiles whose key blocks do not line up with their rows (hd64 192 x 128 from seqlen_q 640,
-# hd192 128 x 112, hd256 128 x 64 below it and 128 x 80 from it): a consumer warpgroup skips
+# hd192 128 x 112, hd256 128 x 64): a consumer warpgroup skips
 # the key blocks its own 64 rows do not see (MainloopFwd::warpgroup_blocks). Trailing blocks
 # under causal masks, with seqlen_q above and below seqlen_k; leading ones under a left window
 # edge; a last tile whose third warpgroup lies past the sequence; rows that see no key at all

@@ -21,25 +21,22 @@ struct FwdTileConfig {
 // tile has more masked diagonal blocks and a partly empty last tile, which cost more than the
 // third warpgroup gains while seqlen_q is short. Without a mask wherever the 192-row tiles do
 // not pad many more query rows than 128-row ones would (fwd_default_tiles_pay).
-// Without a mask every key block is full, so hd128 takes a longer one for long query sequences
-// (fewer softmax passes per key); with one, the diagonal blocks are masked and 128 wastes less.
-// Below seqlen_q 2048 hd128 keeps 128 without a mask too: 176-key blocks leave the last block of
-// a short sequence partly empty (512 keys: 3 blocks of 176 for 2.9 blocks of keys). Measured on
-// an H100 (bf16, no mask, same run, two A/Bs, 128 against 176): +2.4-2.8% at seqlen 512, +2.1%
-// at 1k, +1.6% at 2k, +0.8-1% at 4k, -1.4% at 8k, -4.2% at 16k. hd256 with a window mask
-// takes 64-key blocks for short query sequences: a tile there walks only 2-13 blocks, and the
-// shorter ones waste less of the diagonal and leave less of a tile's last block to wait on.
-// Measured on an H100 (bf16, causal, same run, against 80): +6-7% at seqlen 512, +2-3% at 1k,
-// even at 2k, -1.5% at 4k and -3% at 16k. hd64's short-query window tiles keep three K/V stages
-// (112 KB): +1.2% at causal 384-600 (bf16, same run, four rounds) over two; hd128's with three
-// (226 KB) measured no change. (64-key blocks at hd64 were 7-11% slower there.)
+// hd64's short-query tiles keep three K/V stages (112 KB): +1.2% at causal 384-600 (bf16, same
+// run, four rounds) over two; hd128's with three (226 KB) measured no change. (64-key blocks at
+// hd64 were 7-11% slower there.)
+// hd128 and hd256 have one config each, with 128- and 64-key blocks: short enough for the stale
+// max (fwd_stale_max), which longer blocks have no registers for. Measured on an H100 (bf16,
+// same run, four rounds, each with the stale max where it fits): hd128 without a mask against
+// 176-key blocks (its long-query config until then) +7.2% at seqlen 2k, +7.8% at 4k, +6.1% at
+// 8k, +6.8% at 16k; hd256 against 80-key blocks, without a mask +3.1% at 512 and +0.3-1.6% at
+// 1k-16k, causal +1.4% at 2k, +1.5% at 4k, +1% at 8k, +0.6% at 16k. (With the exact max on every
+// block, 176 keys had paid from 8k on, and 80 keys at hd256 from 2k on under a causal mask.)
 IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool window, bool long_q) {
   return head_dim <= 64 ? (!long_q ? FwdTileConfig{128, 128, 3, 2} : FwdTileConfig{192, 128, 2, 3})
-         : head_dim <= 96    ? FwdTileConfig{128, 128, 2, 2}
-         : head_dim <= 128   ? FwdTileConfig{128, window || !long_q ? 128 : 176, 2, 2}
-         : head_dim <= 192   ? FwdTileConfig{128, 112, 2, 2}
-         : window && !long_q ? FwdTileConfig{128, 64, 2, 2}
-                             : FwdTileConfig{128, 80, 2, 2};
+         : head_dim <= 96  ? FwdTileConfig{128, 128, 2, 2}
+         : head_dim <= 128 ? FwdTileConfig{128, 128, 2, 2}
+         : head_dim <= 192 ? FwdTileConfig{128, 112, 2, 2}
+                           : FwdTileConfig{128, 64, 2, 2};
 }
 
 // The kernel table has a second, long_q kernel where its config differs (the list in
@@ -47,13 +44,14 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
 // from this seqlen_q on (the maximum seqlen_q for varlen). hd64 with a window mask: the 192-row
 // tile from 640 on. Measured on an H100 (bf16, causal, same run, against the 128-row tile): 7%
 // slower at 512, 4% faster at 640, 18% at 704, 7% at 1k, 15% at 1536 (an earlier measurement,
-// before end-aligned tiles and the device-time timer, had it 11-13% slower at 1k). hd128 and
-// hd256: from 2048 (see fwd_tile_config; hd256 was 1.5% slower at 1536 with its long kernel,
-// hd128 without a mask 1-2% slower at 1k and 1536).
+// before end-aligned tiles and the device-time timer, had it 11-13% slower at 1k). With the
+// stale max in the 128-row kernel (and not in the 192-row one, fwd_stale_max): even at 640,
+// 4% faster at 768 and 2.7% at 1k, 8.6% at 2k.
 //
 // hd64 without a mask: from 1, i.e. always, unless fwd_default_tiles_pay picks the 128-row tiles.
+// Other head dims have no long_q kernel.
 IOATTN_HOST_DEVICE constexpr int fwd_long_min_seqlen_q(int head_dim, bool window) {
-  return head_dim > 64 ? 2048 : window ? 640 : 1;
+  return head_dim > 64 ? 0 : window ? 640 : 1;
 }
 
 // Whether hd64 without a mask takes the default 128-row tiles (two consumers) over the long
