@@ -192,24 +192,27 @@ def test_fwd_combinations(combo: tuple) -> None:
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("head_dim", [64, 128, 192, 256])
 @pytest.mark.parametrize("key_gain", list(KEY_GAINS))
-@pytest.mark.parametrize("seqlen_q", [256, 339])
+@pytest.mark.parametrize("seqlen_q", [256, 339, 700])
 def test_fwd_moving_max(
     seqlen_q: int, key_gain: str, head_dim: int, dtype: torch.dtype, causal: bool
 ) -> None:
     """Row maxima that move by large steps across key blocks (the running max and its
     rescaling of O, which a kernel may defer while the max moves little, and the SM90
-    stale-max path, which exponentiates before it knows the block's max). seqlen_q 256 and 339
-    take different SM90 tiles at hd64 without a mask (128 and 192 rows)."""
+    stale-max path, which exponentiates before it knows the block's max, for both rows of a
+    thread at once or a row at a time). At hd64 seqlen_q 256 takes 128-row SM90 tiles, 339
+    192-row ones without a mask, and 700 192-row ones under a causal mask too."""
     run_case(seqlen_q, 1023, head_dim, dtype, causal=causal, key_gain=key_gain)
 
 
+@pytest.mark.parametrize(("group", "seqlen_q"), [(6, 21), (5, 76)])
 @pytest.mark.parametrize("head_dim", [64, 128])
-def test_fwd_does_not_depend_on_what_ran_before(head_dim: int) -> None:
-    """Bitwise the same result whatever ran on the GPU before. A GQA-packed tile of 6 query
-    heads holds 21 positions, 126 of its 128 rows; its last two rows keep what the previous
-    kernel left in the Q buffer, and those rows, never stored, must not steer the stored ones
+def test_fwd_does_not_depend_on_what_ran_before(head_dim: int, group: int, seqlen_q: int) -> None:
+    """Bitwise the same result whatever ran on the GPU before. A GQA-packed tile of `group`
+    query heads leaves the last rows of its Q buffer unloaded (6 heads x 21 positions: 126 of
+    128 rows; at hd64, 5 x 38 of the 192-row tiles, which 76 positions take). Those rows keep
+    what the previous kernel left there, and, never stored, must not steer the stored ones
     beside them: the SM90 stale-max path votes per warp on whether a key block's exponentials
     stand, and the exact path it falls back to rounds differently."""
     dtype = torch.bfloat16
@@ -219,14 +222,14 @@ def test_fwd_does_not_depend_on_what_ran_before(head_dim: int) -> None:
     torch.manual_seed(case_seed("deterministic-after", head_dim))
     # Scores 0 but at key 700, which scores 10 in log2 units: the stale max (0, from the first
     # key block) takes it (p = 2^10, within the stale path's bound), the exact max moves to it.
-    q = torch.zeros(16, 21, 6, head_dim, device="cuda", dtype=dtype)
+    q = torch.zeros(16, seqlen_q, group, head_dim, device="cuda", dtype=dtype)
     q[..., 0] = 1.0
     k = torch.zeros(16, 1023, 1, head_dim, device="cuda", dtype=dtype)
     k[:, 700, :, 0] = 10.0 / (head_dim**-0.5 * math.log2(math.e))
     v = torch.randn(16, 1023, 1, head_dim, device="cuda", dtype=dtype)
-    # Leaves its Q tiles, scaled by `gain`, where the packed tiles' two unloaded rows are: at 30
+    # Leaves its Q tiles, scaled by `gain`, where the packed tiles' unloaded rows are: at 30
     # their scores at key 700 overflow (where positive), at 0 they stay 0.
-    other = torch.randn(16, 1023, 6, head_dim, device="cuda", dtype=dtype)
+    other = torch.randn(16, 1023, group, head_dim, device="cuda", dtype=dtype)
     results = []
     for gain in (0.0, 30.0):
         ioattn.flash_attn_func(other * gain, other, other)

@@ -182,6 +182,14 @@ struct OnlineSoftmax {
     for (int r = 0; r < kRows; ++r) row_sum[r] += sum[r];
     return true;
   }
+  // accept_stale for row r alone (where the scores of only one row at a time fit beside their
+  // exponentials).
+  __device__ __forceinline__ bool accept_stale_row(float sum, bool counted, int r) {
+    const bool fits = !counted || (row_max[r] == neg_inf() ? !(sum > 0.f) : sum <= kStaleSumMax);
+    if (!__all_sync(0xffffffffu, fits)) return false;
+    row_sum[r] += sum;
+    return true;
+  }
   // Looser than the lazy max's 2^8: a tile walked last to first (mirrored pairs) takes its
   // first max from the diagonal block, where some rows see a few keys only, and at 2^8 the next
   // blocks then missed often enough to cost hd128 causal 4% at seqlen 1k. p <= 2^14 still fits

@@ -125,11 +125,12 @@ struct MainloopFwd {
   // store_tma), in a buffer of the Q tile's shape.
   static constexpr bool kStageO = fwd_stage_o(kHeadDim, Mask::kIsWindow, kLongQ);
   // Whether a tile's key blocks after its first are exponentiated against the running max as it
-  // stands (fwd_stale_max, OnlineSoftmax::exponentiate_stale). With the intra-warpgroup overlap
-  // and lazy rescaling only (the eager ablation moves O every block, which the stale path's
-  // correction of 1 would skip).
-  static constexpr bool kStaleMax =
-      fwd_stale_max(kHeadDim, Mask::kIsWindow, kLongQ) && kStaleMaxEnabled && kLazyRescale;
+  // stands (OnlineSoftmax::exponentiate_stale), and how (fwd_stale_max). With the
+  // intra-warpgroup overlap and lazy rescaling only (the eager ablation moves O every block,
+  // which the stale path's correction of 1 would skip).
+  static constexpr bool kStaleMax = kStaleMaxEnabled && kLazyRescale;
+  static constexpr bool kStalePairs =
+      fwd_stale_max(kHeadDim, Mask::kIsWindow, kLongQ) == FwdStaleMax::kPairs;
 
   struct SharedStorage {
     alignas(1024) char q[TileQ::kBytes];
@@ -238,6 +239,15 @@ struct MainloopFwd {
                                      kk > 0 || accumulate);
     }
     wgmma_commit();
+  }
+
+  // pack_p for row h (of this thread's two) only.
+  __device__ __forceinline__ static void pack_p_row(PFrag &a, const Acc &p, int h) {
+#pragma unroll
+    for (int j = 0; j < kPT; ++j) {
+      a[j][h] = pack2<Element>(p[0][2 * j][2 * h], p[0][2 * j][2 * h + 1]);
+      a[j][2 + h] = pack2<Element>(p[0][2 * j + 1][2 * h], p[0][2 * j + 1][2 * h + 1]);
+    }
   }
 
   // The S accumulator tiles of two adjacent n8 blocks are exactly one A fragment of P.V.
@@ -479,9 +489,40 @@ struct MainloopFwd {
         // 2k-16k, against the whole softmax above the wait: +2-4% at hd128 (causal or not),
         // no change at hd64 and hd256.
         float (&anchor)[2] = smem.wait_anchor[threadIdx.x / 32 - 4];
-        if constexpr (kStaleMax) {
-          // Against the running max as it stands (exponentiate_stale); the exact path below
-          // only where accept_stale declines, from the scores, which stay in s until then.
+        if constexpr (kStaleMax && !kStalePairs) {
+          // One row at a time after the P.V wait (fwd_stale_max's kRows): the exact path, where
+          // a row's vote fails, from its scores, which stay in s; p holds the result either way.
+          Acc p;
+          bool moved[2];
+          auto row = [&](int r, float zero) {
+            const float sum = softmax.exponentiate_stale(s, p, r, zero);
+            moved[r] = !softmax.accept_stale_row(sum, tm.stored[r], r);
+            correction[r] = 1.f;
+            if (moved[r]) {
+              const float m = softmax.template new_row_max<kLazyRescale>(s, r, correction[r]);
+              softmax.exponentiate_row(s, r, m, correction[r]);
+#pragma unroll
+              for (int nt = 0; nt < kNT; ++nt) {
+                p[0][nt][2 * r] = s[0][nt][2 * r];
+                p[0][nt][2 * r + 1] = s[0][nt][2 * r + 1];
+              }
+            }
+          };
+          // why: the load of the stored 0, which both rows' exponent offsets add, keeps their
+          // exponentials below the wait (their p live across it would not fit in registers).
+          order_before_wait(smem_addr(&anchor[1]), 0.f);
+          wgmma_wait<0>();
+          fence_operand(flat(acc_o));
+          smem.v_ring.consumer_release(prev);
+          const float zero = load_after_wait(smem_addr(&anchor[1]));
+          row(0, zero);
+          pack_p_row(pf, p, 0);
+          row(1, zero);
+          pack_p_row(pf, p, 1);
+          rescale_o = moved[0] || moved[1];
+        } else if constexpr (kStaleMax) {
+          // Both rows, row 0 under the P.V (kPairs); the exact path only where accept_stale
+          // declines, from the scores, which stay in s until then.
           Acc p;
           float sums[2];
           sums[0] = softmax.exponentiate_stale(s, p, 0, 0.f);

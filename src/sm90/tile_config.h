@@ -133,22 +133,27 @@ IOATTN_HOST_DEVICE constexpr bool fwd_tail_split(int head_dim, int num_blocks,
          (head_dim <= 128 && (num_blocks >= 16 || (num_blocks >= 4 && last_round_fill < 0.5)));
 }
 
-// Whether the consumers exponentiate a tile's later key blocks against the running max as it
-// stands (OnlineSoftmax::exponentiate_stale), taking the exact path only where a row's max moved
-// (accept_stale). The scores stay live beside their exponentials until the vote, kNT x 4 more
-// registers per thread, so only where S twice, O and the packed P fit in 224 of the 240: ptxas
-// spilled (56-228 bytes) at hd192, hd256 with 80-key blocks, hd128 with 176-key blocks and the
-// 160-register hd64 three-consumer kernels, and the spilling kernels ran up to 2.5x slower.
+// How the consumers exponentiate a tile's key blocks after its first: against the running max
+// as it stands (OnlineSoftmax::exponentiate_stale), taking the exact path only where a row's max
+// moved (accept_stale). The scores stay live beside their exponentials until the vote:
+//   kPairs  both of a thread's rows, row 0 under the previous P.V, one vote: kNT x 4 more
+//           registers per thread, where S twice, O and the packed P fit in 224 of the 240;
+//   kRows   one row at a time after the P.V wait, a vote each: half as many. The 160-register
+//           hd64 three-consumer kernels and hd192, where kPairs spilled (56-216 bytes; hd256
+//           with 80-key blocks and hd128 with 176 did too, and ran up to 2.5x slower).
 // Measured on an H100 (bf16, same run, four or five rounds, against the exact max on every
-// block): hd64 causal +2.1% at seqlen 512, +1.5% at 384, no mask +0.5% at 512; hd96 causal +1.5%
-// at 1k; hd128 causal within 0.3% at 512, +3.8% at 1k, +4.2% at 1536, +6% at 4k, +7% at 16k, no
-// mask +2.3% at 512; hd256 (64-key blocks) causal within 0.5% at 512-2k.
-IOATTN_HOST_DEVICE constexpr bool fwd_stale_max(int head_dim, bool window, bool long_q) {
+// block). kPairs: hd64 causal +2.1% at seqlen 512, +1.5% at 384, no mask +0.5% at 512; hd96
+// causal +1.5% at 1k; hd128 causal within 0.3% at 512, +3.8% at 1k, +4.2% at 1536, +6% at 4k,
+// +7% at 16k, no mask +2.3% at 512; hd256 (64-key blocks) causal within 0.5% at 512-2k. kRows
+// (hd64, 192-row tiles): no mask +2% at 384, +5.7% at 2k, +6.7% at 8k, +6.5% at 16k; causal
+// +3.1% at 1k, +4.3% at 2k, +5.1% at 8k, +4.2% at 16k.
+enum class FwdStaleMax { kPairs, kRows };
+IOATTN_HOST_DEVICE constexpr FwdStaleMax fwd_stale_max(int head_dim, bool window, bool long_q) {
   const FwdTileConfig c = fwd_tile_config(head_dim, window, long_q);
   const int s = c.block_n / 2;  // S per thread (64 rows x block_n over 128 threads)
   const int o = head_dim / 2;   // O per thread
   const int p = c.block_n / 4;  // P packed two to a register
-  return c.consumers == 2 && 2 * s + o + p <= 224;
+  return c.consumers == 2 && 2 * s + o + p <= 224 ? FwdStaleMax::kPairs : FwdStaleMax::kRows;
 }
 
 // One producer warpgroup and the consumers.
