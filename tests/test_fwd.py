@@ -238,6 +238,32 @@ def test_fwd_does_not_depend_on_what_ran_before(head_dim: int, group: int, seqle
     assert torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("seqlen", [512, 1536])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_fwd_far_negative_scores(head_dim: int, seqlen: int) -> None:
+    """Every score far below 0 (about -16 sqrt(head_dim) in natural units, below -126 in log2
+    units) under a sliding window whose rows see nothing in their tile's first key block: rows
+    whose max is still -inf when their first keys arrive must find them, though exponentials
+    of those scores against 0 underflow (the SM90 stale-max path). seqlen 512 and 1536 take
+    hd64's 128- and 192-row tiles; 1536 has too many query blocks for mirrored pairs at hd128,
+    so every tile walks its keys first to last."""
+    dtype = torch.bfloat16
+    reason = kernel_skip_reason(dtype, head_dim)
+    if reason:
+        pytest.skip(reason)
+    torch.manual_seed(case_seed("far-negative", head_dim, seqlen))
+    shape = (1, seqlen, 2, head_dim)
+    q = (4.0 + 0.1 * torch.randn(shape, device="cuda")).to(dtype)
+    k = (-4.0 + 0.1 * torch.randn(shape, device="cuda")).to(dtype)
+    v = torch.randn(shape, device="cuda", dtype=dtype)
+    window = (16, 0)
+    out, lse, _ = ioattn.flash_attn_func(q, k, v, window_size=window, return_attn_probs=True)
+    assert torch.isfinite(lse).all()
+    out_ref, lse_ref, out_pt, lse_pt = reference_pair(q, k, v, window_size=window)
+    check_fa_rule("out", out, out_ref, out_pt)
+    check_fa_rule("lse", lse, lse_ref, lse_pt, atol=1e-3)
+
+
 @pytest.mark.parametrize("scale", [0.05, 0.5])
 def test_fwd_softmax_scale(scale: float) -> None:
     run_case(339, 339, 64, torch.bfloat16, causal=True, softmax_scale=scale)

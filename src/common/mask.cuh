@@ -186,10 +186,10 @@ __device__ __forceinline__ uint32_t keys_before(int x) {
 // one per 16 n8 tiles (keys_before of the two edges), which ptxas spreads over predicates 7
 // bits at a time (R2P): an element then costs one FSEL instead of a compare per edge and the
 // FSEL. The masks cost ~20 instructions per row, which narrow fragments do not earn back, and
-// a few registers, which the SM90 hd256 kernels (2 x 64-80 keys beside 128 O accumulators) do
-// not have: there it spilled and lost 1.3% (hd256 causal 4k). Measured on an H100 (SM90, bf16,
-// causal, same run): hd64 +3.2% at seqlen 512, +2% at 1k, +1.5% at 2k, +1.3% at 4k, +0.6% at
-// 8k; hd128 +1% at 512, +0.2-0.3% at 2k-4k.
+// a few registers, which the SM90 hd256 kernels (64-key blocks, 80 when measured, beside 128 O
+// accumulators) do not have: there it spilled and lost 1.3% (hd256 causal 4k). Measured on an H100
+// (SM90, bf16, causal, same run): hd64 +3.2% at seqlen 512, +2% at 1k, +1.5% at 2k, +1.3% at 4k,
+// +0.6% at 8k; hd128 +1% at 512, +0.2-0.3% at 2k-4k.
 inline constexpr int kMaskBitsMinTiles = 12;
 
 //

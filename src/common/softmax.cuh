@@ -142,7 +142,12 @@ struct OnlineSoftmax {
                                                       float (&p)[kMT][kNT][4], int r,
                                                       float zero) const {
     const int mt = r / 2, h = r % 2;
-    const float m_scaled = (row_max[r] == neg_inf() ? 0.f : row_max[r] * scale_log2) + zero;
+    // A row that has seen no key yet takes -FLT_MAX as its offset: any key it sees now then
+    // overflows (p = +inf), so that accept_stale sends it to the exact path, where an offset of 0
+    // would let keys scoring below -126 (log2 units) underflow to 0 and pass for unseen.
+    constexpr float kUnseenOffset = -3.402823466e38f;  // -FLT_MAX
+    const float m_scaled =
+        (row_max[r] == neg_inf() ? kUnseenOffset : row_max[r] * scale_log2) + zero;
     float pair[kNT];
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -165,8 +170,9 @@ struct OnlineSoftmax {
   // kStaleSumMax. A p is at most its row's sum, so no p exceeds it (the running max only
   // matters as a reference point that keeps p in range: O and the sums are both relative to
   // it); an overflowed exponential (+inf) or a NaN fails. A row whose max is still -inf
-  // passes only if it saw nothing here either: its p were taken against 0, and its first
-  // visible keys must set the max. The vote is warp-wide, so the four threads of a row, which
+  // passes only if it sees no key here either (sum 0: exponentiate_stale makes any visible
+  // key's p +inf), since its first visible keys must set the max. The vote is warp-wide, so
+  // the four threads of a row, which
   // must agree on its max, take the same path. counted[r]: whether row r takes part; rows whose
   // output is never stored do not (their scores may come from stale shared memory, and would
   // make the path, and so the rounding, of the rows beside them vary from run to run).

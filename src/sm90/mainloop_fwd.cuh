@@ -125,9 +125,10 @@ struct MainloopFwd {
   // store_tma), in a buffer of the Q tile's shape.
   static constexpr bool kStageO = fwd_stage_o(kHeadDim, Mask::kIsWindow, kLongQ);
   // Whether a tile's key blocks after its first are exponentiated against the running max as it
-  // stands (OnlineSoftmax::exponentiate_stale), and how (fwd_stale_max). With the
-  // intra-warpgroup overlap and lazy rescaling only (the eager ablation moves O every block,
-  // which the stale path's correction of 1 would skip).
+  // stands (OnlineSoftmax::exponentiate_stale), and how (fwd_stale_max). Only in the overlapped
+  // loop (the IOATTN_SM90_NO_OVERLAP ablation runs the exact update), and with lazy rescaling
+  // only (the eager ablation moves O every block, which the stale path's correction of 1 would
+  // skip).
   static constexpr bool kStaleMax = kStaleMaxEnabled && kLazyRescale;
   static constexpr bool kStalePairs =
       fwd_stale_max(kHeadDim, Mask::kIsWindow, kLongQ) == FwdStaleMax::kPairs;
@@ -339,8 +340,8 @@ struct MainloopFwd {
   // A consumer skips the key blocks of its tile that its own 64 rows do not see (see
   // warpgroup_blocks), where the key blocks do not line up with the tile: under a causal mask
   // the last block of a tile then lies wholly above the diagonal for the first warpgroups' rows
-  // (a 192 x 128 tile at hd64: one or two of its 6-18 warpgroup-blocks, a 128 x 80 tile at
-  // hd256: 1 of 4-14, a 128 x 64 one: 1 of 2-13 below seqlen_q 2048). With block_n a multiple of
+  // (a 192 x 128 tile at hd64: one or two of its 6-18 warpgroup-blocks, a 128 x 64 tile at
+  // hd256: 1 of 2-13 below seqlen_q 2048, when measured). With block_n a multiple of
   // block_m that never happens when seqlen_q = seqlen_k, and the check would cost every tile ~40
   // instructions per thread (2% at hd64 causal 512-1k). Measured on an H100 (bf16): hd64 causal
   // +2-3% at 2k-8k, hd256 causal +1% at 1k-8k.
@@ -483,7 +484,9 @@ struct MainloopFwd {
         if (it == n_iters - 1) mbar_arrive(&smem.q_empty);
         prepare_scores(s, mod, tm, n_block);
         // The softmax of row 0 (of this thread's two) runs under P(prev).V, that of row 1
-        // after its wait, beside the packing of P (which overwrites P.V's operand): the
+        // after its wait (both after it in the row-by-row stale path, kRows, which has no
+        // registers for row 0's p across the wait), beside the packing of P (which overwrites
+        // P.V's operand): the
         // conversions then fill the gaps between row 1's exponentials (8 cycles apart on the
         // MUFU pipe) instead of queueing behind them. Measured on an H100, bf16, seqlen
         // 2k-16k, against the whole softmax above the wait: +2-4% at hd128 (causal or not),

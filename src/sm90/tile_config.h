@@ -45,8 +45,8 @@ IOATTN_HOST_DEVICE constexpr FwdTileConfig fwd_tile_config(int head_dim, bool wi
 // tile from 640 on. Measured on an H100 (bf16, causal, same run, against the 128-row tile): 7%
 // slower at 512, 4% faster at 640, 18% at 704, 7% at 1k, 15% at 1536 (an earlier measurement,
 // before end-aligned tiles and the device-time timer, had it 11-13% slower at 1k). With the
-// stale max in the 128-row kernel (and not in the 192-row one, fwd_stale_max): even at 640,
-// 4% faster at 768 and 2.7% at 1k, 8.6% at 2k.
+// stale max in the 128-row kernel only (before the 192-row one took it too, row by row, which
+// measured +2-6% there): even at 640, 4% faster at 768 and 2.7% at 1k, 8.6% at 2k.
 //
 // hd64 without a mask: from 1, i.e. always, unless fwd_default_tiles_pay picks the 128-row tiles.
 // Other head dims have no long_q kernel.
