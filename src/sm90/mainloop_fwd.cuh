@@ -492,6 +492,15 @@ struct MainloopFwd {
         // 2k-16k, against the whole softmax above the wait: +2-4% at hd128 (causal or not),
         // no change at hd64 and hd256.
         float (&anchor)[2] = smem.wait_anchor[threadIdx.x / 32 - 4];
+        // Waits for P(prev).V and frees its V buffer; returns a 0 loaded after the wait, which
+        // the exponent offsets of the rows that must stay below it add (see load_after_wait).
+        auto finish_pv = [&]() {
+          order_before_wait(smem_addr(&anchor[1]), 0.f);
+          wgmma_wait<0>();
+          fence_operand(flat(acc_o));
+          smem.v_ring.consumer_release(prev);
+          return load_after_wait(smem_addr(&anchor[1]));
+        };
         if constexpr (kStaleMax && !kStalePairs) {
           // One row at a time after the P.V wait (fwd_stale_max's kRows): the exact path, where
           // a row's vote fails, from its scores, which stay in s; p holds the result either way.
@@ -511,13 +520,9 @@ struct MainloopFwd {
               }
             }
           };
-          // why: the load of the stored 0, which both rows' exponent offsets add, keeps their
-          // exponentials below the wait (their p live across it would not fit in registers).
-          order_before_wait(smem_addr(&anchor[1]), 0.f);
-          wgmma_wait<0>();
-          fence_operand(flat(acc_o));
-          smem.v_ring.consumer_release(prev);
-          const float zero = load_after_wait(smem_addr(&anchor[1]));
+          // why: the 0 loaded after the wait, which both rows' exponent offsets add, keeps their
+          // exponentials below it (their p live across it would not fit in registers).
+          const float zero = finish_pv();
           row(0, zero);
           pack_p_row(pf, p, 0);
           row(1, zero);
@@ -531,11 +536,7 @@ struct MainloopFwd {
           sums[0] = softmax.exponentiate_stale(s, p, 0, 0.f);
           // why: as below, the store keeps row 0 above the wait and the load row 1 below it.
           order_before_wait(smem_addr(&anchor[0]), sums[0]);
-          order_before_wait(smem_addr(&anchor[1]), 0.f);
-          wgmma_wait<0>();
-          fence_operand(flat(acc_o));
-          smem.v_ring.consumer_release(prev);
-          sums[1] = softmax.exponentiate_stale(s, p, 1, load_after_wait(smem_addr(&anchor[1])));
+          sums[1] = softmax.exponentiate_stale(s, p, 1, finish_pv());
           // Packed before the vote, so that the conversions fill the exponentials' gaps.
           pack_p(pf, p);
           rescale_o = !softmax.accept_stale(sums, tm.stored);
@@ -553,12 +554,7 @@ struct MainloopFwd {
           // why: the store keeps row 0 above the wait, the load of the stored 0 (which row 1's
           // exponent offset adds) keeps row 1 below it (see order_before_wait, load_after_wait).
           order_before_wait(smem_addr(&anchor[0]), softmax.row_sum[0]);
-          order_before_wait(smem_addr(&anchor[1]), 0.f);
-          wgmma_wait<0>();
-          fence_operand(flat(acc_o));
-          smem.v_ring.consumer_release(prev);
-          softmax.exponentiate_row(s, 1, m_scaled1 + load_after_wait(smem_addr(&anchor[1])),
-                                   correction[1]);
+          softmax.exponentiate_row(s, 1, m_scaled1 + finish_pv(), correction[1]);
           pack_p(pf, s);
         }
       } else {
